@@ -1,0 +1,149 @@
+"""Every option of every stage, in one place.
+
+Flag names and defaults follow Mega-NeRF's ``opts.py`` so its users' configs and scripts keep
+working; options that Mega-NeRF did not have are grouped at the end of each section.  Values can
+come from the command line or a YAML file (``--config_file`` / ``--config``, read by
+configargparse); the command line wins.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+import configargparse
+
+from mega_nerf.errors import UserError, require
+
+
+def _parser(description: str) -> configargparse.ArgumentParser:
+    return configargparse.ArgumentParser(
+        description=description,
+        config_file_parser_class=configargparse.YAMLConfigFileParser,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        ignore_unknown_config_file_keys=True,
+    )
+
+
+def add_scene_options(p: configargparse.ArgumentParser) -> None:
+    """Scene geometry: bounds, altitude planes, partition margins (shared by every stage)."""
+    g = p.add_argument_group("scene")
+    g.add_argument("--config_file", "--config", is_config_file=True, help="YAML config file")
+    g.add_argument("--ray_altitude_range", nargs=2, type=float, default=None,
+                   help="[top, ground] in metric DRB x (down), e.g. [-60, 2]: rays are truncated "
+                        "to the slab between these planes; the top of the tallest structure you "
+                        "care about, then ground level")
+    g.add_argument("--near", type=float, default=1, help="near plane in metres")
+    g.add_argument("--far", type=float, default=None, help="far plane in metres (default: auto)")
+    g.add_argument("--no_center_pixels", dest="center_pixels", default=True, action="store_false",
+                   help="cast rays through pixel corners instead of centres")
+    g.add_argument("--boundary_margin", type=float, default=1.15,
+                   help="cells are expanded by this ratio of distances (Voronoi margin)")
+    g.add_argument("--ellipse_scale_factor", type=float, default=1.1,
+                   help="foreground ellipsoid scale beyond the camera bounds")
+    g.add_argument("--no_ellipse_bounds", dest="ellipse_bounds", default=True, action="store_false",
+                   help="use a unit sphere at the origin instead of the fitted ellipsoid")
+    g.add_argument("--cluster_2d", default=False, action="store_true",
+                   help="partition on (right, back) only, ignoring altitude")
+    g.add_argument("--train_every", type=int, default=1, help="keep every N-th training image")
+    g.add_argument("--all_val", default=False, action="store_true",
+                   help="train on every left-half pixel of validation images, not only masked ones")
+
+
+def add_model_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model_type", choices=["hash"], default="hash", help="field backend")
+    g.add_argument("--appearance_dim", type=int, default=48, help="appearance embedding width (0 = off)")
+    g.add_argument("--no_bg_nerf", dest="bg_nerf", default=True, action="store_false",
+                   help="no background model for rays that leave the foreground ellipsoid")
+    g.add_argument("--pos_dir_dim", type=int, default=4, help="view-direction encoding frequencies")
+    g.add_argument("--layer_dim", type=int, default=64, help="decoder MLP width")
+    g.add_argument("--bg_layer_dim", type=int, default=64, help="background MLP width")
+    g.add_argument("--hash_levels", type=int, default=16, help="hash grid levels")
+    g.add_argument("--hash_features", type=int, default=2, help="features per hash level")
+    g.add_argument("--hash_log2_size", type=int, default=19, help="log2 entries per hash level")
+    g.add_argument("--hash_base_resolution", type=int, default=16, help="coarsest grid resolution")
+    g.add_argument("--hash_max_resolution", type=int, default=2048,
+                   help="finest grid resolution over the cell's bounding box")
+    g.add_argument("--geo_feat_dim", type=int, default=15, help="feature width from density to colour net")
+
+
+def add_render_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("rendering")
+    g.add_argument("--coarse_samples", type=int, default=64, help="stratified samples per ray")
+    g.add_argument("--fine_samples", type=int, default=64, help="importance samples per ray")
+    g.add_argument("--bg_samples", type=int, default=16, help="background samples per ray")
+    g.add_argument("--model_chunk_size", type=int, default=256 * 1024, help="points per field call")
+    g.add_argument("--image_pixel_batch_size", type=int, default=16 * 1024, help="rays per render call")
+
+
+def add_train_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--exp_name", type=str, required=True, help="experiment folder")
+    g.add_argument("--dataset_path", type=str, required=True, help="Mega-NeRF layout dataset")
+    g.add_argument("--chunk_paths", type=str, nargs="+", default=None,
+                   help="scratch folders for this cell's shuffled ray chunks (written on first run)")
+    g.add_argument("--num_chunks", type=int, default=200, help="number of chunk files")
+    g.add_argument("--disk_flush_size", type=int, default=10_000_000, help="rays held in RAM before a flush")
+    g.add_argument("--cluster_mask_path", type=str, default=None, help="MASKS/<cell> to train one cell")
+    g.add_argument("--container_path", type=str, default=None, help="merged container (eval)")
+    g.add_argument("--ckpt_path", type=str, default=None, help="resume from this checkpoint")
+    g.add_argument("--train_scale_factor", type=int, default=1, help="downscale training images")
+    g.add_argument("--val_scale_factor", type=int, default=4, help="downscale validation images")
+    g.add_argument("--batch_size", type=int, default=1024, help="rays per step")
+    g.add_argument("--lr", type=float, default=1e-2, help="initial learning rate")
+    g.add_argument("--lr_decay_factor", type=float, default=0.1, help="lr decays by this over training")
+    g.add_argument("--train_iterations", type=int, default=500000, help="steps")
+    g.add_argument("--ckpt_interval", type=int, default=10000, help="checkpoint every N steps")
+    g.add_argument("--val_interval", type=int, default=500001, help="validate every N steps")
+    g.add_argument("--no_amp", dest="amp", default=True, action="store_false", help="no mixed precision")
+    g.add_argument("--random_seed", type=int, default=42)
+    g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
+    g.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument("--val_protocol", choices=["mega_nerf", "held_out"], default="mega_nerf",
+                   help="mega_nerf: left halves of val images are trained, right halves scored; "
+                        "held_out: val images are never trained, whole images scored")
+    g.add_argument("--log_interval", type=int, default=50, help="TensorBoard scalars every N steps")
+
+
+def train_parser() -> configargparse.ArgumentParser:
+    p = _parser("Train one cell's submodule (with --cluster_mask_path) or one model on the whole scene.")
+    add_scene_options(p)
+    add_model_options(p)
+    add_render_options(p)
+    add_train_options(p)
+    return p
+
+
+def eval_parser() -> configargparse.ArgumentParser:
+    p = train_parser()
+    p.description = "Evaluate a merged container on the validation images (PSNR, SSIM, LPIPS, speed)."
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--output_path", type=str, default=None,
+                   help="where metrics and images go (default: EXP_NAME/eval)")
+    g.add_argument("--max_val_images", type=int, default=None, help="evaluate only the first N")
+    return p
+
+
+def validate_common(args: argparse.Namespace) -> None:
+    """Checks that argparse cannot express."""
+    if getattr(args, "ray_altitude_range", None) is not None:
+        top, ground = args.ray_altitude_range
+        require(top < ground, f"--ray_altitude_range [{top}, {ground}]: the first value (top, "
+                              f"metric DRB x = -altitude) must be smaller than the second (ground)")
+    require(args.boundary_margin >= 1, f"--boundary_margin must be >= 1, got {args.boundary_margin}")
+    for name in ("train_scale_factor", "val_scale_factor", "train_every"):
+        if getattr(args, name, None) is not None:
+            require(getattr(args, name) >= 1, f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("batch_size", "train_iterations", "ckpt_interval", "num_chunks", "coarse_samples"):
+        if getattr(args, name, None) is not None:
+            require(getattr(args, name) >= 1, f"--{name} must be >= 1, got {getattr(args, name)}")
+
+
+def parse(parser: configargparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, turning a missing or unreadable config file into a one-line :class:`UserError`."""
+    try:
+        args = parser.parse_args(argv)
+    except OSError as e:
+        raise UserError(f"cannot read config: {e}") from None
+    validate_common(args)
+    return args

@@ -1,0 +1,101 @@
+"""Merged container: each 3D sample is answered by the submodules of its nearest centroids.
+
+Routing follows Mega-NeRF: a sample goes to every cell whose centroid is within
+``boundary_margin`` times the nearest centroid's distance, and the activated outputs (density
+after its activation, colour after the sigmoid) are blended with normalised inverse-distance
+weights.  Background samples are routed by the point where their ray leaves the foreground
+ellipsoid.  A container file holds configs and weights only: it loads and renders without the
+dataset, the masks or any training state.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from mega_nerf.errors import UserError
+from mega_nerf.fields.model import build_background, build_foreground
+from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.io_utils import atomic_torch_save
+from mega_nerf.partition.centroids import routing_weights
+
+FORMAT = "mega_nerf.container/1"
+
+
+class Container(nn.Module):
+    def __init__(self, model_config: dict, bounds: SceneBounds, centroids: torch.Tensor, cell_ids: List[int],
+                 boundary_margin: float, cluster_2d: bool):
+        super().__init__()
+        self.model_config = model_config
+        self.bounds = bounds
+        self.cell_ids = list(cell_ids)
+        self.boundary_margin = boundary_margin
+        self.cluster_2d = cluster_2d
+        self.register_buffer("centroids", centroids.float().reshape(-1, 3))
+        self.sub_modules = nn.ModuleList([build_foreground(model_config) for _ in cell_ids])
+        backgrounds = [build_background(model_config) for _ in cell_ids]
+        self.bg_sub_modules = nn.ModuleList(backgrounds) if backgrounds and backgrounds[0] is not None else None
+
+    @property
+    def has_background(self) -> bool:
+        return self.bg_sub_modules is not None
+
+    def _blend(self, points: torch.Tensor, evaluate) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Evaluate ``evaluate(k, index)`` on each cell's share of points and blend the outputs."""
+        weights = routing_weights(points, self.centroids, self.boundary_margin, self.cluster_2d)
+        sigma = torch.zeros(points.shape[0], device=points.device)
+        rgb = None
+        for k in range(len(self.cell_ids)):
+            index = torch.nonzero(weights[:, k] > 0).reshape(-1)
+            if index.numel() == 0:
+                continue
+            w = weights[index, k]
+            s_k, c_k = evaluate(k, index)
+            sigma = sigma.index_add(0, index, w * s_k.float())
+            if c_k is not None:
+                if rgb is None:
+                    rgb = torch.zeros(points.shape[0], 3, device=points.device)
+                rgb = rgb.index_add(0, index, w[:, None] * c_k.float())
+        return sigma, rgb
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return self._blend(x, lambda k, i: (self.sub_modules[k].density(x[i]), None))[0]
+
+    def foreground(self, x, d, appearance):
+        return self._blend(x, lambda k, i: self.sub_modules[k](x[i], d[i], appearance[i]))
+
+    def background(self, unit_dir, inv_radius, d, appearance, route_points):
+        return self._blend(route_points, lambda k, i: self.bg_sub_modules[k](
+            unit_dir[i], inv_radius[i], d[i], appearance[i]))
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def save_container(container: Container, path: Path) -> None:
+    atomic_torch_save({
+        "format": FORMAT, "model_config": container.model_config, "bounds": container.bounds.to_dict(),
+        "centroids": container.centroids.cpu(), "cell_ids": container.cell_ids,
+        "boundary_margin": container.boundary_margin, "cluster_2d": container.cluster_2d,
+        "state_dict": {k: v.cpu() for k, v in container.state_dict().items()},
+    }, path)
+
+
+def load_container(path: Path, device: torch.device | str = "cpu",
+                   boundary_margin: Optional[float] = None) -> Container:
+    """Load a container written by :func:`save_container` (optionally with another margin)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: container file is missing; create it with scripts/merge_submodules.py")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"{path}: cannot load container ({type(e).__name__}); it is corrupt, merge again") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"{path}: not a mega_nerf container (expected format {FORMAT})")
+    container = Container(data["model_config"], SceneBounds.from_dict(data["bounds"]), data["centroids"],
+                          data["cell_ids"], boundary_margin or data["boundary_margin"], data["cluster_2d"])
+    container.load_state_dict(data["state_dict"])
+    return container.to(device).eval()

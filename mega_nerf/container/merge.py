@@ -1,0 +1,85 @@
+"""Assemble trained cells into one container (``scripts/merge_submodules.py``)."""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+
+from mega_nerf.config import _parser, add_scene_options, parse
+from mega_nerf.container.container import Container, save_container
+from mega_nerf.errors import UserError, require
+from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.training.trainer import checkpoints
+
+
+def merge_parser() -> argparse.ArgumentParser:
+    p = _parser("Merge every cell's final checkpoint into one container model.")
+    add_scene_options(p)
+    g = p.add_argument_group("merge")
+    g.add_argument("--ckpt_prefix", type=str, required=True, help="experiment prefix: cells are PREFIX0, PREFIX1, ...")
+    g.add_argument("--centroid_path", type=str, required=True, help="MASKS/params.pt")
+    g.add_argument("--output", type=str, required=True, help="container file to write")
+    g.add_argument("--train_iterations", type=int, default=None,
+                   help="iteration of the checkpoint to take (default: each cell's newest)")
+    g.add_argument("--overwrite", default=False, action="store_true", help="replace an existing --output")
+    return p
+
+
+def _final_checkpoint(cell_dir: Path, iterations) -> Path:
+    found = checkpoints(cell_dir)
+    require(found, f"{cell_dir}: no checkpoint in {cell_dir}/models; train this cell first")
+    if iterations is None:
+        return found[-1][1]
+    for iteration, path in found:
+        if iteration == iterations:
+            return path
+    raise UserError(f"{cell_dir}: no checkpoint at iteration {iterations} (has {[i for i, _ in found]}); "
+                    f"finish training or pass --train_iterations")
+
+
+def merge(args: argparse.Namespace) -> Container:
+    output = Path(args.output)
+    require(not output.exists() or args.overwrite,
+            f"{output}: already exists; pass --overwrite or choose another --output")
+    params_path = Path(args.centroid_path)
+    require(params_path.exists(), f"{params_path}: missing; pass the params.pt written by create_cluster_masks.py")
+    params = torch.load(params_path, map_location="cpu", weights_only=False)
+    centroids = params["centroids"]
+    counts = params.get("cell_pixel_counts")
+    prefix = Path(args.ckpt_prefix)
+    states, cell_ids, model_config, bounds = [], [], None, None
+    for k in range(len(centroids)):
+        if counts is not None and int(counts[k]) == 0:
+            warnings.warn(f"cell {k} has no rays and was not trained; its neighbours cover its space")
+            continue
+        path = _final_checkpoint(prefix.parent / f"{prefix.name}{k}", args.train_iterations)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if model_config is None:
+            model_config, bounds = state["model_config"], state["bounds"]
+        require(state["model_config"] == model_config and state["bounds"] == bounds,
+                f"{path}: trained with other settings than the first cell; all cells need the same config")
+        states.append(state["model_state_dict"])
+        cell_ids.append(k)
+    require(cell_ids, f"{params_path}: no trained cell to merge")
+    container = Container(model_config, SceneBounds.from_dict(bounds), centroids[cell_ids], cell_ids,
+                          args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)))
+    for i, state in enumerate(states):
+        container.sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("fg.")})
+        if container.bg_sub_modules is not None:
+            container.bg_sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("bg.")})
+    save_container(container, output)
+    print(f"merged {len(cell_ids)} cells ({container.parameter_count():,} parameters) into {output}", flush=True)
+    return container
+
+
+def main(argv=None) -> None:
+    merge(parse(merge_parser(), argv))
+
+
+def cli() -> None:
+    """Console entry point."""
+    from mega_nerf.errors import cli_entry
+
+    cli_entry(main)()

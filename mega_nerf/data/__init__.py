@@ -1,0 +1,1 @@
+"""Posed datasets in Mega-NeRF's layout, ray chunks on disk."""

@@ -1,0 +1,125 @@
+"""Evaluate a container (or a single whole-scene checkpoint) on the validation images.
+
+Protocols (``--val_protocol``, the same value as at training):
+
+* ``mega_nerf`` (Mega-NeRF's): the left half of each validation image was trained (that is how
+  its appearance embedding is learned); only the right half is scored.
+* ``held_out``: validation images were never trained; the whole image is scored, rendered with
+  the appearance embedding of the nearest training camera.
+
+Under ``torch.distributed.run`` rank r renders images ``r::world_size`` and rank 0 gathers the
+per-image results, so the metrics are the same for any number of processes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mega_nerf import distributed
+from mega_nerf.config import eval_parser, parse
+from mega_nerf.container.container import load_container
+from mega_nerf.data.format import PosedDataset, load_dataset
+from mega_nerf.errors import UserError, require
+from mega_nerf.evaluation.images import colorize_depth, save_png, side_by_side, to_uint8
+from mega_nerf.evaluation.metrics import LpipsMetric, psnr, split_for_protocol, ssim, summarize
+from mega_nerf.fields.model import SceneModel
+from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.io_utils import atomic_write_json
+from mega_nerf.render.renderer import SamplingConfig, render_image
+
+PROTOCOL_DESCRIPTIONS = {
+    "mega_nerf": "Mega-NeRF protocol: left half of each validation image trained, right half scored",
+    "held_out": "held-out protocol: validation images never trained, whole image scored",
+}
+
+
+def load_model(args: argparse.Namespace, device: torch.device):
+    """``(model, bounds)`` from ``--container_path`` or a whole-scene ``--ckpt_path``."""
+    if args.container_path:
+        container = load_container(Path(args.container_path), device, args.boundary_margin)
+        return container, container.bounds
+    require(args.ckpt_path is not None, "pass --container_path (a merged model) or --ckpt_path (a whole-scene "
+                                        "checkpoint) to evaluate")
+    path = Path(args.ckpt_path)
+    require(path.exists(), f"{path}: checkpoint is missing")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = SceneModel(state["model_config"])
+    model.load_state_dict(state["model_state_dict"])
+    return model.to(device).eval(), SceneBounds.from_dict(state["bounds"])
+
+
+def appearance_for(dataset: PosedDataset, item, protocol: str) -> int:
+    """The embedding a validation image is rendered with (see the module docstring)."""
+    if protocol == "mega_nerf":
+        return item.image_index
+    positions = torch.stack([m.c2w[:, 3] for m in dataset.train])
+    nearest = (positions - item.c2w[:, 3]).norm(dim=-1).argmin()
+    return dataset.train[int(nearest)].image_index
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    info = distributed.init_from_env(args.device)
+    device = distributed.default_device(args.device, info)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    output = Path(args.output_path) if args.output_path else Path(args.exp_name) / "eval"
+    if info.is_main:
+        require(not (output / "metrics.json").exists(),
+                f"{output}: already holds evaluation results; pass another --output_path or delete it")
+    dataset = load_dataset(Path(args.dataset_path), args.train_every)
+    require(dataset.val, f"{args.dataset_path}/val: no validation images to evaluate")
+    model, bounds = load_model(args, device)
+    require(abs(bounds.pose_scale_factor - dataset.pose_scale_factor) < 1e-6 * dataset.pose_scale_factor,
+            f"{args.dataset_path}: pose_scale_factor differs from the model's; evaluate on the dataset it was "
+            f"trained on")
+    sampling = SamplingConfig.from_args(args)
+    items = dataset.val[: args.max_val_images] if args.max_val_images else dataset.val
+    lpips = LpipsMetric(device=device)
+    results = []
+    for index in tqdm(range(info.rank, len(items), info.world_size), desc=f"eval[rank {info.rank}]",
+                      disable=not info.is_main, file=sys.stdout):
+        item = items[index].scaled(args.val_scale_factor)
+        started = time.time()
+        rgb, depth = render_image(model, item.W, item.H, item.intrinsics, item.c2w,
+                                  appearance_for(dataset, item, args.val_protocol), bounds, sampling,
+                                  args.image_pixel_batch_size, device)
+        seconds = time.time() - started
+        gt = item.load_image().float() / 255
+        pred_s, gt_s = split_for_protocol(rgb, args.val_protocol), split_for_protocol(gt, args.val_protocol)
+        metric_depth = depth * dataset.pose_scale_factor
+        save_png(side_by_side(rgb, gt, colorize_depth(metric_depth)), output / "images" / f"{item.stem}.png")
+        save_png(to_uint8(rgb), output / "rendered" / f"{item.stem}.png")
+        results.append({"index": index, "stem": item.stem, "psnr": psnr(pred_s, gt_s), "ssim": ssim(pred_s, gt_s),
+                        "lpips": lpips(pred_s, gt_s), "seconds": seconds, "rays": item.W * item.H,
+                        "width": item.W, "height": item.H})
+    gathered = sorted((r for part in distributed.gather_objects(results) for r in part), key=lambda r: r["index"])
+    metrics = {}
+    if info.is_main:
+        total_seconds = sum(r["seconds"] for r in gathered)
+        metrics = {
+            "protocol": args.val_protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[args.val_protocol],
+            "images": len(gathered), "val_scale_factor": args.val_scale_factor,
+            "psnr": summarize([r["psnr"] for r in gathered]), "ssim": summarize([r["ssim"] for r in gathered]),
+            "lpips": summarize([r["lpips"] for r in gathered]),
+            "lpips_status": "computed (vgg)" if lpips.available else f"not computed: {lpips.reason}",
+            "rays_per_second": sum(r["rays"] for r in gathered) / max(total_seconds, 1e-9),
+            "seconds_per_image": total_seconds / max(len(gathered), 1),
+            "processes": info.world_size, "device": str(device),
+            "model": str(args.container_path or args.ckpt_path), "per_image": gathered,
+        }
+        atomic_write_json(metrics, output / "metrics.json")
+        print(f"PSNR {metrics['psnr']['mean']:.2f} dB, SSIM {metrics['ssim']['mean']:.4f} over {len(gathered)} "
+              f"validation images ({PROTOCOL_DESCRIPTIONS[args.val_protocol]}); "
+              f"{metrics['rays_per_second']:.0f} rays/s; results in {output}", flush=True)
+    distributed.barrier()
+    distributed.shutdown()
+    return metrics
+
+
+def main(argv=None) -> dict:
+    return evaluate(parse(eval_parser(), argv))

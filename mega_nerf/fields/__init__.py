@@ -1,0 +1,1 @@
+"""Radiance fields: encodings, MLPs, the hash-grid field and the background model."""

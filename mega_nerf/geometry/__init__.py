@@ -1,0 +1,1 @@
+"""Cameras, rays and the scene's bounds (altitude planes, foreground ellipsoid)."""

@@ -1,0 +1,152 @@
+"""Where the scene is: near/far, altitude planes and the foreground ellipsoid.
+
+All quantities are in normalised DRB coordinates (``(metric - origin_drb) / pose_scale_factor``);
+altitude is -x, so the altitude range is ``[top, ground]`` with ``top < ground``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from mega_nerf.errors import UserError, require
+
+#: Far distance for rays that are not bounded by the ground plane (Mega-NeRF uses 1e5 with a
+#: background model).
+UNBOUNDED_FAR = 1e5
+
+
+@dataclass
+class SceneBounds:
+    """Bounds every stage shares; stored in ``params.pt``, checkpoints and containers."""
+
+    origin_drb: list
+    pose_scale_factor: float
+    near: float  # normalised
+    far: Optional[float]  # normalised; None = unbounded (background model) or 2 without one
+    altitude_range: Optional[list]  # normalised [top, ground]
+    center: list  # ellipsoid centre (3,)
+    radius: list  # ellipsoid semi-axes (3,)
+    center_pixels: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "SceneBounds":
+        return SceneBounds(**d)
+
+    def ellipsoid(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor(self.center, device=device, dtype=torch.float32),
+                torch.tensor(self.radius, device=device, dtype=torch.float32))
+
+
+def normalized_altitude_range(ray_altitude_range, origin_drb: torch.Tensor, scale: float) -> Optional[list]:
+    if ray_altitude_range is None:
+        return None
+    return [(float(a) - float(origin_drb[0])) / scale for a in ray_altitude_range]
+
+
+def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tensor, pose_scale_factor: float,
+                         ray_altitude_range=None, near: float = 1.0, far: Optional[float] = None,
+                         ellipse_bounds: bool = True, ellipse_scale_factor: float = 1.1,
+                         center_pixels: bool = True) -> SceneBounds:
+    """Mega-NeRF's foreground ellipsoid around the cameras and the altitude slab.
+
+    Args:
+        camera_positions: (N, 3) normalised camera centres (train and val).
+        ray_altitude_range: metric DRB x ``[top, ground]`` or None.
+    """
+    alt = normalized_altitude_range(ray_altitude_range, origin_drb, pose_scale_factor)
+    if ellipse_bounds:
+        min_p = camera_positions.min(0).values.clone()
+        max_p = camera_positions.max(0).values.clone()
+        if alt is not None:
+            max_p[0] = alt[1]
+        center = (max_p + min_p) / 2
+        radius = (max_p - min_p) / 2
+        # A flat axis (e.g. one flight line) would give a zero semi-axis: give it some extent.
+        radius = torch.maximum(radius, radius.max() * 0.05 + 1e-6)
+        used = [camera_positions]
+        if alt is not None:
+            for a in alt:
+                projected = camera_positions.clone()
+                projected[:, 0] = a
+                used.append(projected)
+        used = torch.cat(used)
+        s = ((used - center) / radius).norm(dim=-1).max()
+        radius = radius * s * ellipse_scale_factor
+    else:
+        center, radius = torch.zeros(3), torch.ones(3)
+    return SceneBounds(
+        origin_drb=[float(v) for v in origin_drb], pose_scale_factor=float(pose_scale_factor),
+        near=near / pose_scale_factor, far=None if far is None else far / pose_scale_factor,
+        altitude_range=alt, center=[float(v) for v in center], radius=[float(v) for v in radius],
+        center_pixels=center_pixels)
+
+
+def truncate_with_altitude_planes(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor,
+                                  far: torch.Tensor, altitude_range: Optional[list]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip rays to the slab between the top and ground planes (planes x = a, altitude = -x).
+
+    Rays that start above the top plane and go down begin at the top plane; rays that go down
+    end at the ground plane.  Rays going up keep their far (the background explains them).
+
+    Args:
+        rays_o, rays_d: (N, 3).
+        near, far: (N,).
+    Returns:
+        near, far: (N,) with far >= near.
+    """
+    if altitude_range is None:
+        return near, far
+    top, ground = altitude_range
+    going_down = rays_d[:, 0] > 0
+    safe_dx = torch.where(going_down, rays_d[:, 0], torch.ones_like(rays_d[:, 0]))
+    t_top = (top - rays_o[:, 0]) / safe_dx
+    t_ground = (ground - rays_o[:, 0]) / safe_dx
+    near = torch.where(going_down & (rays_o[:, 0] < top), torch.maximum(near, t_top), near)
+    far = torch.where(going_down, torch.minimum(far, t_ground), far)
+    return near, torch.maximum(near, far)
+
+
+def ellipsoid_exit(rays_o: torch.Tensor, rays_d: torch.Tensor, center: torch.Tensor,
+                   radius: torch.Tensor) -> torch.Tensor:
+    """Distance along each ray to where it leaves the axis-aligned ellipsoid.
+
+    Args:
+        rays_o, rays_d: (N, 3); origins must lie inside the ellipsoid.
+        center, radius: (3,).
+    Returns:
+        (N,) exit distance (in the ray's own units).
+    """
+    o = (rays_o - center) / radius
+    d = rays_d / radius
+    a = (d * d).sum(-1)
+    b = (o * d).sum(-1)
+    c = (o * o).sum(-1) - 1
+    disc = (b * b - a * c).clamp_min(0)
+    return (-b + disc.sqrt()) / a
+
+
+def check_cameras_inside(rays_o: torch.Tensor, bounds: SceneBounds, where: str) -> None:
+    center, radius = bounds.ellipsoid(rays_o.device)
+    r = ((rays_o - center) / radius).norm(dim=-1).max()
+    if r >= 1:
+        raise UserError(f"{where}: a camera lies outside the foreground ellipsoid (radius {r:.2f}); "
+                        f"check ray_altitude_range and coordinates.pt or raise --ellipse_scale_factor")
+
+
+def ray_bounds(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
+               background: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-ray [near, far] as Mega-NeRF computes them for training and rendering.
+
+    Returns:
+        near, far: (N,).
+    """
+    n = rays_o.shape[0]
+    far_default = bounds.far if bounds.far is not None else (UNBOUNDED_FAR if background else 2.0)
+    near = torch.full((n,), bounds.near, device=rays_o.device)
+    far = torch.full((n,), far_default, device=rays_o.device)
+    return truncate_with_altitude_planes(rays_o, rays_d, near, far, bounds.altitude_range)

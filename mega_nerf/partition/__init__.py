@@ -1,0 +1,1 @@
+"""Spatial partition: the centroid grid and per-image, per-cell pixel masks."""

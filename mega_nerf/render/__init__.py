@@ -1,0 +1,1 @@
+"""Samplers, volume compositing and the ray renderer (foreground + background)."""

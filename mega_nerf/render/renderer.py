@@ -1,0 +1,116 @@
+"""Render rays through a radiance model: foreground inside the ellipsoid, background outside.
+
+The model is anything with ``density(x)``, ``foreground(x, d, appearance)`` and, when it has a
+background, ``background(unit_dir, inv_radius, d, appearance, route_points)`` — a single cell's
+:class:`~mega_nerf.fields.model.SceneModel` or a merged :class:`~mega_nerf.container.Container`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mega_nerf.geometry.bounds import SceneBounds, ellipsoid_exit, ray_bounds
+from mega_nerf.render.volume import (OPAQUE_DELTA, composite, ellipsoid_radius_crossing, sample_pdf,
+                                     stratified_samples)
+
+
+@dataclass
+class SamplingConfig:
+    coarse_samples: int = 64
+    fine_samples: int = 64
+    bg_samples: int = 16
+
+    @staticmethod
+    def from_args(args) -> "SamplingConfig":
+        return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples)
+
+
+def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t[:, None].expand(t.shape[0], n, *t.shape[1:]).reshape(-1, *t.shape[1:])
+
+
+def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
+                bounds: SceneBounds, sampling: SamplingConfig, train: bool) -> dict[str, torch.Tensor]:
+    """Render a batch of rays.
+
+    Args:
+        rays_o, rays_d: (N, 3) normalised DRB, unit directions; appearance: (N,) int64.
+        train: jitter samples (stratified / random inverse-CDF) instead of deterministic ones.
+    Returns:
+        rgb (N, 3), depth (N,), rgb_fg (N, 3), transmittance_fg (N,).
+    """
+    n = rays_o.shape[0]
+    has_bg_model = getattr(model, "has_background", False)
+    near, far = ray_bounds(rays_o, rays_d, bounds, has_bg_model)
+    center, radius = bounds.ellipsoid(rays_o.device)
+    t_exit = ellipsoid_exit(rays_o, rays_d, center, radius)
+    fg_far = torch.minimum(far, torch.maximum(t_exit, near))
+    has_bg = (far > t_exit) if has_bg_model else torch.zeros(n, dtype=torch.bool, device=rays_o.device)
+
+    z = stratified_samples(near, fg_far, sampling.coarse_samples, train)
+    if sampling.fine_samples > 0:
+        with torch.no_grad():
+            points = rays_o[:, None] + rays_d[:, None] * z[..., None]
+            sigma = model.density(points.reshape(-1, 3)).reshape(z.shape)
+            deltas = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], OPAQUE_DELTA)], -1)
+            weights = 1 - torch.exp(-deltas * sigma)
+            weights = weights * torch.cumprod(torch.cat([torch.ones_like(weights[:, :1]),
+                                                         1 - weights[:, :-1] + 1e-10], -1), -1)
+            mids = 0.5 * (z[:, 1:] + z[:, :-1])
+            fine = sample_pdf(mids, weights[:, 1:-1], sampling.fine_samples, deterministic=not train)
+        z = torch.sort(torch.cat([z, fine], -1), -1).values
+    points = rays_o[:, None] + rays_d[:, None] * z[..., None]
+    samples = z.shape[1]
+    sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
+                                  _repeat_rows(appearance, samples))
+    last_delta = torch.where(has_bg, (t_exit - z[:, -1]).clamp_min(0), torch.full_like(t_exit, OPAQUE_DELTA))
+    fg = composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
+    out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
+
+    if has_bg_model and bool(has_bg.any()):
+        idx = torch.nonzero(has_bg).reshape(-1)
+        out_bg = _render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
+                                    center, radius, sampling.bg_samples, train)
+        trans = fg["transmittance"][idx]
+        out["rgb"] = out["rgb"].index_add(0, idx, trans[:, None] * out_bg["rgb"])
+        out["depth"] = out["depth"].index_add(0, idx, trans * out_bg["depth"])
+    return out
+
+
+def _render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, num, train):
+    """Samples uniform in inverse radius from the ellipsoid surface (s = 1) towards ``far``."""
+    o = (rays_o - center) / radius
+    d = rays_d / radius
+    r_far = (o + d * far[:, None].clamp(max=1e6)).norm(dim=-1).clamp_min(1.0)
+    s = stratified_samples(torch.ones_like(far), 1 / r_far, num, train).clamp_min(1e-6)  # (M, num), falling
+    t = ellipsoid_radius_crossing(o, d, 1 / s)
+    t = torch.maximum(t, t_exit[:, None])
+    unit_dir = torch.nn.functional.normalize(o[:, None] + d[:, None] * t[..., None], dim=-1)
+    route = rays_o + rays_d * t_exit[:, None]  # exit point: which cell's background answers
+    m = rays_o.shape[0]
+    sigma, rgb = model.background(unit_dir.reshape(-1, 3), s.reshape(-1), _repeat_rows(rays_d, num),
+                                  _repeat_rows(appearance, num), _repeat_rows(route, num))
+    return composite(sigma.reshape(m, num), rgb.reshape(m, num, 3), t, torch.full_like(t_exit, OPAQUE_DELTA))
+
+
+@torch.no_grad()
+def render_image(model, W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, appearance_index: int,
+                 bounds: SceneBounds, sampling: SamplingConfig, ray_batch: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render a whole image deterministically.
+
+    Returns:
+        rgb (H, W, 3) float in [0, 1] on CPU, depth (H, W) normalised ray distance on CPU.
+    """
+    from mega_nerf.geometry.rays import image_rays
+
+    rays_o, rays_d = image_rays(W, H, intrinsics.to(device), c2w.to(device), bounds.center_pixels)
+    rgbs, depths = [], []
+    for start in range(0, rays_o.shape[0], ray_batch):
+        o, d = rays_o[start:start + ray_batch], rays_d[start:start + ray_batch]
+        app = torch.full((o.shape[0],), appearance_index, dtype=torch.long, device=device)
+        out = render_rays(model, o, d, app, bounds, sampling, train=False)
+        rgbs.append(out["rgb"].float().clamp(0, 1).cpu())
+        depths.append(out["depth"].float().cpu())
+    return torch.cat(rgbs).reshape(H, W, 3), torch.cat(depths).reshape(H, W)

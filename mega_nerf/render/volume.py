@@ -1,0 +1,78 @@
+"""Pure functions over packed (rays, samples) tensors: samplers and compositing."""
+from __future__ import annotations
+
+import torch
+
+#: Length given to the last interval of a ray with no background: its last sample is opaque.
+OPAQUE_DELTA = 1e10
+
+
+def stratified_samples(near: torch.Tensor, far: torch.Tensor, num: int, perturb: bool) -> torch.Tensor:
+    """Depths evenly spaced in [near, far], jittered within their bins when ``perturb``.
+
+    Args:
+        near, far: (N,).
+    Returns:
+        (N, num) increasing depths.
+    """
+    s = torch.linspace(0, 1, num, device=near.device)
+    z = near[:, None] * (1 - s) + far[:, None] * s
+    if perturb and num > 1:
+        mids = 0.5 * (z[:, 1:] + z[:, :-1])
+        upper = torch.cat([mids, z[:, -1:]], -1)
+        lower = torch.cat([z[:, :1], mids], -1)
+        z = lower + (upper - lower) * torch.rand_like(z)
+    return z
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num: int, deterministic: bool) -> torch.Tensor:
+    """Inverse-CDF samples from a piecewise-constant pdf.
+
+    Args:
+        bins: (N, B + 1) bin edges; weights: (N, B) non-negative.
+    Returns:
+        (N, num) samples inside [bins[:, 0], bins[:, -1]].
+    """
+    weights = weights + 1e-5
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), pdf.cumsum(-1)], -1)
+    if deterministic:
+        u = torch.linspace(0, 1, num, device=bins.device).expand(bins.shape[0], num).contiguous()
+    else:
+        u = torch.rand(bins.shape[0], num, device=bins.device)
+    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
+    cdf_lo, cdf_hi = cdf.gather(1, idx - 1), cdf.gather(1, idx)
+    bin_lo, bin_hi = bins.gather(1, idx - 1), bins.gather(1, idx)
+    t = ((u - cdf_lo) / (cdf_hi - cdf_lo).clamp_min(1e-8)).clamp(0, 1)
+    return bin_lo + t * (bin_hi - bin_lo)
+
+
+def composite(sigma: torch.Tensor, rgb: torch.Tensor, z: torch.Tensor,
+              last_delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Volume rendering (Mega-NeRF's compositing, unit-length directions).
+
+    Args:
+        sigma: (N, S); rgb: (N, S, 3); z: (N, S) increasing; last_delta: (N,).
+    Returns:
+        rgb (N, 3), depth (N,), weights (N, S), transmittance (N,) left after the last sample.
+    """
+    deltas = torch.cat([z[:, 1:] - z[:, :-1], last_delta[:, None]], -1)
+    alpha = 1 - torch.exp(-deltas * sigma)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], -1), -1)
+    weights = alpha * trans[:, :-1]
+    return {"rgb": (weights[..., None] * rgb).sum(1), "depth": (weights * z).sum(1),
+            "weights": weights, "transmittance": trans[:, -1]}
+
+
+def ellipsoid_radius_crossing(o: torch.Tensor, d: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Distance where rays (inside the unit sphere) reach norm ``radius`` >= 1.
+
+    Args:
+        o, d: (N, 3) in ellipsoid-normalised space (d need not be unit); radius: (N, S).
+    Returns:
+        (N, S) distances (larger root of ``|o + t d| = radius``).
+    """
+    a = (d * d).sum(-1, keepdim=True)
+    b = (o * d).sum(-1, keepdim=True)
+    c = (o * o).sum(-1, keepdim=True) - radius ** 2
+    return (-b + (b * b - a * c).clamp_min(0).sqrt()) / a

@@ -1,0 +1,252 @@
+"""Train one cell's submodule (or one model on the whole scene) from streamed ray chunks."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from mega_nerf.data.chunks import ChunkStream, open_chunks, write_chunks
+from mega_nerf.data.format import PosedDataset, load_dataset
+from mega_nerf.errors import UserError, require
+from mega_nerf.evaluation.images import colorize_depth, side_by_side
+from mega_nerf.evaluation.metrics import psnr
+from mega_nerf.fields.model import SceneModel, model_config_from_args
+from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, compute_scene_bounds
+from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
+from mega_nerf.training.ray_data import RayTable, pixel_selector
+
+CHECKPOINT_DIR = "models"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of every complete checkpoint, oldest first."""
+    folder = exp_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(p.stem), p) for p in folder.glob("*.pt") if p.stem.isdigit()]
+    return sorted(found)
+
+
+def load_cell_params(mask_path: Path) -> tuple[Path, int, dict]:
+    """``(mask root, cell index, params)`` for ``--cluster_mask_path MASKS/<cell>``."""
+    require(mask_path.is_dir(), f"--cluster_mask_path {mask_path}: folder does not exist; create masks with "
+                                f"scripts/create_cluster_masks.py")
+    require(mask_path.name.isdigit(), f"--cluster_mask_path {mask_path}: must be MASKS/<cell index>")
+    params_path = mask_path.parent / "params.pt"
+    require(params_path.exists(), f"{params_path}: missing; the mask run did not finish (rerun it with --resume)")
+    params = torch.load(params_path, map_location="cpu", weights_only=False)
+    cell = int(mask_path.name)
+    require(cell < len(params["centroids"]), f"--cluster_mask_path {mask_path}: cell {cell} does not exist "
+                                             f"(the grid has {len(params['centroids'])} cells)")
+    counts = params.get("cell_pixel_counts")
+    if counts is not None and int(counts[cell]) == 0:
+        raise UserError(f"cell {cell} is reached by no ray (see {params_path}); skip it")
+    return mask_path.parent, cell, params
+
+
+def check_params_match(params: dict, bounds: SceneBounds, where: Path) -> None:
+    """Masks and training must agree on the frame and bounds (Mega-NeRF asserts the same)."""
+    same = (math.isclose(params["pose_scale_factor"], bounds.pose_scale_factor, rel_tol=1e-6)
+            and torch.allclose(torch.as_tensor(params["origin_drb"]).float(), torch.tensor(bounds.origin_drb)))
+    if params["ray_altitude_range"] is not None and bounds.altitude_range is not None:
+        same &= bool(np.allclose(params["ray_altitude_range"], bounds.altitude_range, atol=1e-6))
+    same &= math.isclose(params["near"], bounds.near, rel_tol=1e-6)
+    require(same, f"{where}: masks were made with another dataset frame or near/altitude settings; use the "
+                  f"same config for create_cluster_masks.py and train.py")
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        self.device = torch.device(args.device) if args.device else (
+            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.exp_dir = Path(args.exp_name)
+        self.dataset: PosedDataset = load_dataset(Path(args.dataset_path), args.train_every)
+        require(args.ray_altitude_range is not None or not args.ellipse_bounds,
+                "ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x) to "
+                "the config, or pass --no_ellipse_bounds")
+        self.bounds = compute_scene_bounds(self.dataset.camera_positions, self.dataset.origin_drb,
+                                           self.dataset.pose_scale_factor, args.ray_altitude_range, args.near,
+                                           args.far, args.ellipse_bounds, args.ellipse_scale_factor,
+                                           args.center_pixels)
+        check_cameras_inside(self.dataset.camera_positions, self.bounds, str(Path(args.dataset_path)))
+        self.mask_root, self.cell = None, None
+        if args.cluster_mask_path:
+            self.mask_root, self.cell, params = load_cell_params(Path(args.cluster_mask_path))
+            check_params_match(params, self.bounds, Path(args.cluster_mask_path).parent / "params.pt")
+        self.sampling = SamplingConfig.from_args(args)
+        self.items = [m.scaled(args.train_scale_factor) for m in self.dataset.items]
+        self.model_config = model_config_from_args(args, self.bounds, len(self.items))
+        self.model = SceneModel(self.model_config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.iteration = 0
+        self.stream_state: Optional[dict] = None
+
+    # ------------------------------------------------------------------ data
+    def _chunk_settings(self) -> dict:
+        return {"images": len(self.items), "scale_factor": self.args.train_scale_factor,
+                "cluster_mask_path": None if self.mask_root is None else str(Path(self.args.cluster_mask_path).resolve()),
+                "val_protocol": self.args.val_protocol, "all_val": self.args.all_val,
+                "train_every": self.args.train_every,
+                "dataset_path": str(Path(self.args.dataset_path).resolve())}
+
+    def prepare_chunks(self):
+        paths = [Path(p) for p in (self.args.chunk_paths or [self.exp_dir / "chunks"])]
+        settings = self._chunk_settings()
+        chunks = open_chunks(paths, settings)
+        if chunks is None:
+            print(f"writing ray chunks to {', '.join(map(str, paths))}", flush=True)
+            full_sizes = {m.stem: (m.H, m.W) for m in self.dataset.items}
+            selector = pixel_selector(self.mask_root, self.cell, self.args.val_protocol, self.args.all_val, full_sizes)
+            chunks = write_chunks(paths, self.items, selector, self.args.num_chunks, self.args.disk_flush_size,
+                                  self.args.random_seed, settings)
+        print(f"{chunks.num_rays} training rays in {len(chunks.files)} chunks, "
+              f"{chunks.bytes_on_disk / max(chunks.num_rays, 1):.2f} bytes per ray on disk", flush=True)
+        return chunks
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        path = self.exp_dir / CHECKPOINT_DIR / f"{self.iteration}.pt"
+        atomic_torch_save({
+            "iteration": self.iteration, "model_config": self.model_config, "bounds": self.bounds.to_dict(),
+            "cell": self.cell, "model_state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
+            "torch_random_state": torch.get_rng_state(), "np_random_state": np.random.get_state(),
+            "random_state": random.getstate(),
+        }, path)
+        for iteration, old in checkpoints(self.exp_dir):
+            if old != path and iteration != self.args.train_iterations:
+                old.unlink(missing_ok=True)  # keep only the newest (checkpoints hold large tables)
+        return path
+
+    def maybe_resume(self) -> None:
+        path = Path(self.args.ckpt_path) if self.args.ckpt_path else None
+        if path is None:
+            found = checkpoints(self.exp_dir)
+            if not found:
+                return
+            path = found[-1][1]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}); delete it to resume from an "
+                            f"older one") from None
+        if state["model_config"] != self.model_config:
+            raise UserError(f"{path}: checkpoint was trained with other model settings; use a new --exp_name")
+        self.model.load_state_dict(state["model_state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.stream_state = state["stream_state"]
+        torch.set_rng_state(state["torch_random_state"])
+        np.random.set_state(state["np_random_state"])
+        random.setstate(state["random_state"])
+        print(f"resumed from {path} at iteration {self.iteration}", flush=True)
+
+    # ----------------------------------------------------------------- loop
+    def _lr(self, iteration: int) -> float:
+        return self.args.lr * self.args.lr_decay_factor ** (iteration / self.args.train_iterations)
+
+    def _write_experiment_files(self) -> None:
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text("".join(f"{k}: {v!r}\n" for k, v in sorted(vars(self.args).items())),
+                          self.exp_dir / "hparams.txt")
+        atomic_write_text(" ".join(sys.argv) + "\n", self.exp_dir / "command.txt")
+        atomic_write_text("".join(f"{m.image_index},{m.image_path.name}\n" for m in self.dataset.items),
+                          self.exp_dir / "image_indices.txt")
+
+    def validate(self, writer: SummaryWriter) -> Optional[float]:
+        """Render the first validation image to TensorBoard; returns its PSNR."""
+        if not self.dataset.val:
+            return None
+        item = self.dataset.val[0].scaled(self.args.val_scale_factor)
+        self.model.eval()
+        rgb, depth = render_image(self.model, item.W, item.H, item.intrinsics, item.c2w, item.image_index,
+                                  self.bounds, self.sampling, self.args.image_pixel_batch_size, self.device)
+        self.model.train()
+        gt = item.load_image().float() / 255
+        value = psnr(rgb, gt)
+        writer.add_scalar("val/psnr", value, self.iteration)
+        strip = side_by_side(rgb, gt, colorize_depth(depth))
+        writer.add_image("val/0", strip.numpy(), self.iteration, dataformats="HWC")
+        return value
+
+    def train(self) -> dict:
+        args = self.args
+        seed_everything(args.random_seed)
+        self._write_experiment_files()
+        self.maybe_resume()
+        if self.iteration >= args.train_iterations:
+            print(f"{self.exp_dir}: already trained ({self.iteration} iterations)", flush=True)
+            return json.loads((self.exp_dir / "train_summary.json").read_text()) \
+                if (self.exp_dir / "train_summary.json").exists() else {}
+        chunks = self.prepare_chunks()
+        table = RayTable(self.items, self.device, args.center_pixels)
+        stream = ChunkStream(chunks, args.batch_size, args.random_seed, self.stream_state)
+        writer = SummaryWriter(str(self.exp_dir / "tb"))
+        use_amp = args.amp and self.device.type == "cuda"
+        start_iteration, started = self.iteration, time.time()
+        progress = tqdm(total=args.train_iterations, initial=self.iteration, desc=f"train {self.exp_dir.name}",
+                        file=sys.stdout, mininterval=2.0, dynamic_ncols=True)
+        loss_value = psnr_value = float("nan")
+        batches = iter(stream)
+        while self.iteration < args.train_iterations:
+            rgb_u8, ids = next(batches)
+            self.stream_state = dict(stream.state)
+            rays_o, rays_d, appearance = table.rays(ids)
+            target = rgb_u8.to(self.device).float() / 255
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr(self.iteration)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = render_rays(self.model, rays_o, rays_d, appearance, self.bounds, self.sampling, train=True)
+            loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
+            if not torch.isfinite(loss):
+                raise UserError(f"training diverged at iteration {self.iteration} (loss {loss.item()}); usually a "
+                                f"wrong ray_altitude_range or frame: check them with the synthetic config, or "
+                                f"lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.iteration += 1
+            progress.update(1)
+            if self.iteration % args.log_interval == 0 or self.iteration == args.train_iterations:
+                loss_value = loss.item()
+                psnr_value = -10 * math.log10(max(loss_value, 1e-10))
+                writer.add_scalar("train/loss", loss_value, self.iteration)
+                writer.add_scalar("train/psnr", psnr_value, self.iteration)
+                writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
+                progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
+            if self.iteration % args.val_interval == 0:
+                self.validate(writer)
+            if self.iteration % args.ckpt_interval == 0 or self.iteration == args.train_iterations:
+                self.save_checkpoint()
+        progress.close()
+        elapsed = time.time() - started
+        val_psnr = self.validate(writer)
+        writer.close()
+        summary = {"iterations": self.iteration, "seconds": elapsed,
+                   "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(elapsed, 1e-9),
+                   "final_train_loss": loss_value, "final_train_psnr": psnr_value, "val_psnr_first_image": val_psnr,
+                   "training_rays": chunks.num_rays, "chunk_bytes_per_ray": chunks.bytes_on_disk / chunks.num_rays,
+                   "parameters": self.model.parameter_count(), "device": str(self.device), "cell": self.cell}
+        atomic_write_json(summary, self.exp_dir / "train_summary.json")
+        return summary
