@@ -3,8 +3,9 @@
 A pixel belongs to cell k when some sample of its ray (``ray_samples`` points evenly spaced
 between near and far) is within ``boundary_margin`` times its distance to the nearest centroid:
 ``min_s d_k(s) / d_min(s) <= margin``.  Mega-NeRF evaluates ``cdist`` for all cells at once
-(rays x samples x cells floats: 18 GiB at 10x10); here cells are visited one at a time so memory
-is rays x samples, whatever the number of cells.
+(rays x samples x cells floats: 18 GiB at 10x10); here cells are visited one at a time and
+squared distances come in closed form along each ray, so memory is a few rays x samples arrays,
+whatever the number of cells.
 
 Mask files use Mega-NeRF's format: ``MASKS/<k>/<stem>.pt`` is a zip holding one member
 ``<stem>.pt``, a ``torch.save``d bool (H, W) tensor at full resolution.
@@ -34,20 +35,26 @@ def ray_cell_membership(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.
     """
     s = torch.linspace(0, 1, ray_samples, device=rays_o.device)
     z = near[:, None] * (1 - s) + far[:, None] * s  # (N, S)
+    z2 = z * z
     c = 1 if cluster_2d else 0
-    points = rays_o[:, None, c:] + rays_d[:, None, c:] * z[..., None]  # (N, S, 3 - c)
-    cents = centroids[:, c:].to(points)
+    o, d = rays_o[:, c:], rays_d[:, c:]
+    dd = (d * d).sum(-1, keepdim=True)  # (N, 1)
+    cents = centroids[:, c:].to(rays_o)
 
-    def distance(k: int) -> torch.Tensor:
-        return (points - cents[k]).norm(dim=-1)  # (N, S)
+    def squared_distance(k: int) -> torch.Tensor:
+        # |o + z d - c|^2 = |d|^2 z^2 + 2 z d.(o - c) + |o - c|^2: no (N, S, 3) point array needed.
+        oc = o - cents[k]
+        b = (d * oc).sum(-1, keepdim=True)
+        e = (oc * oc).sum(-1, keepdim=True)
+        return (dd * z2 + 2 * b * z + e).clamp_min(0)
 
-    nearest = distance(0)
+    nearest = squared_distance(0)
     for k in range(1, cents.shape[0]):
-        nearest = torch.minimum(nearest, distance(k))
-    nearest = nearest + 1e-8
+        nearest = torch.minimum(nearest, squared_distance(k))
+    nearest = nearest + 1e-16
     member = torch.empty(rays_o.shape[0], cents.shape[0], dtype=torch.bool, device=rays_o.device)
     for k in range(cents.shape[0]):
-        member[:, k] = (distance(k) / nearest).min(dim=1).values <= boundary_margin
+        member[:, k] = (squared_distance(k) / nearest).min(dim=1).values <= boundary_margin ** 2
     return member
 
 
