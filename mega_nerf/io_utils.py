@@ -10,11 +10,23 @@ from typing import Any, Callable
 import torch
 
 
+def temporary_sibling(path: Path) -> str:
+    """A new empty file next to ``path`` with the permissions a plain ``open`` would give.
+
+    ``mkstemp`` makes files 0600; renamed into place they would be unreadable by the group.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_sibling(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -46,4 +58,9 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
 
+    _atomic_write(path, write)
+
+
+def atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(temporary_path)`` and move the result over ``path`` only if it succeeds."""
     _atomic_write(path, write)

@@ -44,12 +44,13 @@ def write_config(path: Path, ray_altitude_range=RAY_ALTITUDE_RANGE, extra: str =
 
 
 def make_nadir_dataset(path: Path, n_images: int = 6, W: int = 16, H: int = 12, seed: int = 0,
-                       positions=None, val_every: int = 3, image_suffix: str = ".png") -> dict:
+                       positions=None, val_every: int = 3, image_suffix: str = ".png",
+                       focal: float | None = None) -> dict:
     """Write a dataset of nadir cameras with random images.
 
     By default the cameras form a grid at altitude x = -0.5 with y, z in [-0.5, 0.5]; image i
     (stem ``{i:06d}``) goes to val when ``i % val_every == 1``.  Intrinsics: fx = fy = W,
-    principal point at the image centre.
+    principal point at the image centre (``focal`` overrides fx = fy).
 
     Returns:
         dict with 'path', 'positions' (N, 3), 'stems', 'splits', 'images' (stem -> uint8 HxWx3),
@@ -67,7 +68,8 @@ def make_nadir_dataset(path: Path, n_images: int = 6, W: int = 16, H: int = 12, 
         positions = grid[:n_images]
     positions = torch.tensor(np.asarray(positions, dtype=np.float32))
     write_coordinates(path, [0.0, 0.0, 0.0], POSE_SCALE_FACTOR)
-    intrinsics = [float(W), float(W), W / 2, H / 2]
+    f = float(W if focal is None else focal)
+    intrinsics = [f, f, W / 2, H / 2]
     out = {"path": path, "positions": positions, "stems": [], "splits": [], "images": {}, "c2w": {},
            "intrinsics": torch.tensor(intrinsics), "W": W, "H": H}
     for i, p in enumerate(positions):

@@ -253,3 +253,22 @@ def test_nadir_camera_columns():
     # columns: right = (0,1,0), up = -down = (0,0,-1), back = (-1,0,0), position
     expected = torch.tensor([[0.0, 0.0, -1.0, -0.5], [1.0, 0.0, 0.0, 0.1], [0.0, -1.0, 0.0, 0.2]])
     assert torch.equal(c2w, expected)
+
+
+# --------------------------------------------------------------------- file permissions
+def test_written_files_respect_umask(tmp_path):
+    """A dataset we write must be readable like one written by Mega-NeRF's plain torch.save
+    (which honours the umask); atomic writes must not leave files private (0600)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        make_nadir_dataset(tmp_path / "ds", n_images=2)
+    finally:
+        os.umask(old)
+    ds = tmp_path / "ds"
+    modes = {p.relative_to(ds).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [ds / "coordinates.pt", ds / "train" / "metadata" / "000000.pt",
+                       ds / "train" / "rgbs" / "000000.png"]}
+    assert modes == {"coordinates.pt": 0o644, "train/metadata/000000.pt": 0o644, "train/rgbs/000000.png": 0o644}

@@ -188,3 +188,16 @@ def test_corrupt_or_missing_mask_raises_user_error(tmp_path):
     with pytest.raises(UserError) as e:
         read_mask(tmp_path / "missing.pt")
     assert str(tmp_path / "missing.pt") in str(e.value)
+
+
+def test_mask_files_respect_umask(tmp_path):
+    """Mask folders are shared by every cell's training job; files must not be private (0600)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_mask(tmp_path / "000001.pt", torch.ones(2, 2, dtype=torch.bool))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "000001.pt").stat().st_mode) == 0o644

@@ -118,14 +118,26 @@ def open_chunks(chunk_paths: Sequence[Path], expected: dict) -> Optional[ChunkSe
     return ChunkSet(files, counts, metas[0])
 
 
+def _is_ours(name: str) -> bool:
+    return name in (PARTIAL, "metadata.json") or (name.startswith("chunk_") and name.endswith(".bin"))
+
+
 def _prepare_dirs(chunk_paths: Sequence[Path]) -> None:
+    """Make every folder ready for a fresh write.
+
+    Only called when the set is incomplete, so our own files there (a partial write, or folders
+    finalised before a crash hit the others) are stale and removed; anything else is refused.
+    """
     for path in chunk_paths:
         path = Path(path)
         if path.exists():
-            extra = [p.name for p in path.iterdir() if p.name != PARTIAL]
+            extra = [p.name for p in path.iterdir() if not _is_ours(p.name)]
             require(not extra, f"{path}: folder holds files that are not an interrupted chunk write "
                                f"({extra[:3]}); choose an empty --chunk_paths")
             shutil.rmtree(path / PARTIAL, ignore_errors=True)
+            (path / "metadata.json").unlink(missing_ok=True)  # first: the folder is incomplete from here on
+            for stale in path.glob("chunk_*.bin"):
+                stale.unlink()
         (path / PARTIAL).mkdir(parents=True, exist_ok=True)
 
 
@@ -239,7 +251,12 @@ class ChunkStream:
 
         def producer(epoch: int, position: int) -> None:
             while not stop.is_set():
-                queue.put((epoch, position, self._load(epoch, position)))
+                try:
+                    loaded = self._load(epoch, position)
+                except BaseException as e:  # hand the error to the consumer instead of hanging it
+                    queue.put(e)
+                    return
+                queue.put((epoch, position, loaded))
                 position += 1
                 if position == len(self.chunks.files):
                     epoch, position = epoch + 1, 0
@@ -248,7 +265,11 @@ class ChunkStream:
         thread.start()
         try:
             while True:
-                yield queue.get()
+                item = queue.get()
+                if isinstance(item, BaseException):
+                    raise UserError(f"cannot read ray chunk ({type(item).__name__}: {item}); delete the chunk "
+                                    f"folders to rewrite them") from item
+                yield item
         finally:
             stop.set()
 

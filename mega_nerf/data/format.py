@@ -100,7 +100,11 @@ def load_rgb(path: Path, W: int, H: int) -> torch.Tensor:
     if image is None:
         raise UserError(f"{path}: cannot read this image (missing or corrupt); re-export it")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[0] != H or image.shape[1] != W:
+    h, w = image.shape[:2]
+    if abs(w / h - W / H) > 0.01 * (W / H):
+        raise UserError(f"{path}: image is {w}x{h} but its metadata says {W}x{H} (another aspect ratio); "
+                        f"the image and metadata do not belong together")
+    if h != H or w != W:
         interp = cv2.INTER_AREA if image.shape[1] > W else cv2.INTER_LINEAR
         image = cv2.resize(image, (W, H), interpolation=interp)
     return torch.from_numpy(image)
@@ -191,7 +195,7 @@ def load_dataset(dataset_path: Path, train_every: int = 1) -> PosedDataset:
             require(len(paths) > 0, f"{md_dir}: holds no *.pt metadata files")
             paths = paths[::train_every]
         splits[split] = [load_image_metadata(p, split) for p in paths]
-    ordered = sorted(splits["train"] + splits["val"], key=lambda m: m.image_path.name)
+    ordered = sorted(splits["train"] + splits["val"], key=lambda m: m.stem + ".pt")  # Mega-NeRF sorts metadata names
     for index, item in enumerate(ordered):
         item.image_index = index
     dataset = PosedDataset(dataset_path, origin, scale, splits["train"], splits["val"])

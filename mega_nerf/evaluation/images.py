@@ -6,13 +6,14 @@ tensors (``save_png`` accepts either).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import cv2
 import numpy as np
 import torch
+
+from mega_nerf.io_utils import atomic_write_bytes
 
 ImageLike = Union[torch.Tensor, np.ndarray]
 
@@ -104,14 +105,4 @@ def save_png(image: ImageLike, path: Union[str, os.PathLike]) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"could not encode PNG for {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(buf.tobytes(), Path(path))

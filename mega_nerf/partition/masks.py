@@ -13,14 +13,13 @@ Mask files use Mega-NeRF's format: ``MASKS/<k>/<stem>.pt`` is a zip holding one 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from mega_nerf.errors import UserError
+from mega_nerf.io_utils import atomic_write_with
 
 
 def ray_cell_membership(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
@@ -67,16 +66,12 @@ def write_mask(path: Path, mask: torch.Tensor) -> None:
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(mask.bool().cpu().contiguous(), buffer)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, compression=zipfile.ZIP_DEFLATED, mode="w") as zf:
             zf.writestr(path.name, buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write_with(path, write)
 
 
 def read_mask(path: Path) -> torch.Tensor:

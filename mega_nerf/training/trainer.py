@@ -97,6 +97,7 @@ class Trainer:
         self.sampling = SamplingConfig.from_args(args)
         self.items = [m.scaled(args.train_scale_factor) for m in self.dataset.items]
         self.model_config = model_config_from_args(args, self.bounds, len(self.items))
+        seed_everything(args.random_seed)  # the same seed gives the same initial weights
         self.model = SceneModel(self.model_config).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=(0.9, 0.99), eps=1e-15)
         self.iteration = 0
@@ -192,7 +193,6 @@ class Trainer:
 
     def train(self) -> dict:
         args = self.args
-        seed_everything(args.random_seed)
         self._write_experiment_files()
         self.maybe_resume()
         if self.iteration >= args.train_iterations:
