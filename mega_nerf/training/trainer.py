@@ -247,6 +247,7 @@ class Trainer:
                    "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(elapsed, 1e-9),
                    "final_train_loss": loss_value, "final_train_psnr": psnr_value, "val_psnr_first_image": val_psnr,
                    "training_rays": chunks.num_rays, "chunk_bytes_per_ray": chunks.bytes_on_disk / chunks.num_rays,
-                   "parameters": self.model.parameter_count(), "device": str(self.device), "cell": self.cell}
+                   "parameters": self.model.parameter_count(), "device": str(self.device),
+                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cell": self.cell}
         atomic_write_json(summary, self.exp_dir / "train_summary.json")
         return summary
