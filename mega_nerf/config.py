@@ -15,7 +15,7 @@ import configargparse
 from mega_nerf.errors import UserError, require
 
 
-def _parser(description: str) -> configargparse.ArgumentParser:
+def new_parser(description: str) -> configargparse.ArgumentParser:
     return configargparse.ArgumentParser(
         description=description,
         config_file_parser_class=configargparse.YAMLConfigFileParser,
@@ -106,7 +106,7 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
 
 
 def train_parser() -> configargparse.ArgumentParser:
-    p = _parser("Train one cell's submodule (with --cluster_mask_path) or one model on the whole scene.")
+    p = new_parser("Train one cell's submodule (with --cluster_mask_path) or one model on the whole scene.")
     add_scene_options(p)
     add_model_options(p)
     add_render_options(p)

@@ -12,8 +12,7 @@ import torch
 import yaml
 
 from mega_nerf.data.format import load_dataset
-from mega_nerf.synthetic.city import (GROUND, SKY, Appearance, apply_appearance, load_scene, ray_box_slabs,
-                                      write_dataset)
+from mega_nerf.synthetic.city import GROUND, SKY, Appearance, apply_appearance, load_scene, ray_box_slabs, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_synthetic_scene.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mega_nerf.config import _parser, add_scene_options, parse
+from mega_nerf.config import add_scene_options, new_parser, parse
 from mega_nerf.container.container import Container, save_container
 from mega_nerf.errors import UserError, require
 from mega_nerf.geometry.bounds import SceneBounds
@@ -15,7 +15,7 @@ from mega_nerf.training.trainer import checkpoints
 
 
 def merge_parser() -> argparse.ArgumentParser:
-    p = _parser("Merge every cell's final checkpoint into one container model.")
+    p = new_parser("Merge every cell's final checkpoint into one container model.")
     add_scene_options(p)
     g = p.add_argument_group("merge")
     g.add_argument("--ckpt_prefix", type=str, required=True, help="experiment prefix: cells are PREFIX0, PREFIX1, ...")

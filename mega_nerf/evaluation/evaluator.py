@@ -1,11 +1,5 @@
-"""Evaluate a container (or a single whole-scene checkpoint) on the validation images.
-
-Protocols (``--val_protocol``, the same value as at training):
-
-* ``mega_nerf`` (Mega-NeRF's): the left half of each validation image was trained (that is how
-  its appearance embedding is learned); only the right half is scored.
-* ``held_out``: validation images were never trained; the whole image is scored, rendered with
-  the appearance embedding of the nearest training camera.
+"""Evaluate a container (or a single whole-scene checkpoint) on the validation images, under the
+protocol given by ``--val_protocol`` (see :mod:`mega_nerf.evaluation.protocols`).
 
 Under ``torch.distributed.run`` rank r renders images ``r::world_size`` and rank 0 gathers the
 per-image results, so the metrics are the same for any number of processes.
@@ -23,19 +17,15 @@ from tqdm import tqdm
 from mega_nerf import distributed
 from mega_nerf.config import eval_parser, parse
 from mega_nerf.container.container import load_container
-from mega_nerf.data.format import PosedDataset, load_dataset
-from mega_nerf.errors import UserError, require
+from mega_nerf.data.format import load_dataset
+from mega_nerf.errors import require
 from mega_nerf.evaluation.images import colorize_depth, save_png, side_by_side, to_uint8
 from mega_nerf.evaluation.metrics import LpipsMetric, psnr, split_for_protocol, ssim, summarize
+from mega_nerf.evaluation.protocols import DESCRIPTIONS, appearance_index
 from mega_nerf.fields.model import SceneModel
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_write_json
 from mega_nerf.render.renderer import SamplingConfig, render_image
-
-PROTOCOL_DESCRIPTIONS = {
-    "mega_nerf": "Mega-NeRF protocol: left half of each validation image trained, right half scored",
-    "held_out": "held-out protocol: validation images never trained, whole image scored",
-}
 
 
 def load_model(args: argparse.Namespace, device: torch.device):
@@ -51,15 +41,6 @@ def load_model(args: argparse.Namespace, device: torch.device):
     model = SceneModel(state["model_config"])
     model.load_state_dict(state["model_state_dict"])
     return model.to(device).eval(), SceneBounds.from_dict(state["bounds"])
-
-
-def appearance_for(dataset: PosedDataset, item, protocol: str) -> int:
-    """The embedding a validation image is rendered with (see the module docstring)."""
-    if protocol == "mega_nerf":
-        return item.image_index
-    positions = torch.stack([m.c2w[:, 3] for m in dataset.train])
-    nearest = (positions - item.c2w[:, 3]).norm(dim=-1).argmin()
-    return dataset.train[int(nearest)].image_index
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -86,7 +67,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         item = items[index].scaled(args.val_scale_factor)
         started = time.time()
         rgb, depth = render_image(model, item.W, item.H, item.intrinsics, item.c2w,
-                                  appearance_for(dataset, item, args.val_protocol), bounds, sampling,
+                                  appearance_index(dataset, item, args.val_protocol), bounds, sampling,
                                   args.image_pixel_batch_size, device)
         seconds = time.time() - started
         gt = item.load_image().float() / 255
@@ -102,7 +83,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if info.is_main:
         total_seconds = sum(r["seconds"] for r in gathered)
         metrics = {
-            "protocol": args.val_protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[args.val_protocol],
+            "protocol": args.val_protocol, "protocol_description": DESCRIPTIONS[args.val_protocol],
             "images": len(gathered), "val_scale_factor": args.val_scale_factor,
             "psnr": summarize([r["psnr"] for r in gathered]), "ssim": summarize([r["ssim"] for r in gathered]),
             "lpips": summarize([r["lpips"] for r in gathered]),
@@ -114,7 +95,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         }
         atomic_write_json(metrics, output / "metrics.json")
         print(f"PSNR {metrics['psnr']['mean']:.2f} dB, SSIM {metrics['ssim']['mean']:.4f} over {len(gathered)} "
-              f"validation images ({PROTOCOL_DESCRIPTIONS[args.val_protocol]}); "
+              f"validation images ({DESCRIPTIONS[args.val_protocol]}); "
               f"{metrics['rays_per_second']:.0f} rays/s; results in {output}", flush=True)
     distributed.barrier()
     distributed.shutdown()

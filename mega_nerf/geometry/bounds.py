@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from mega_nerf.errors import UserError, require
+from mega_nerf.errors import UserError
 
 #: Far distance for rays that are not bounded by the ground plane (Mega-NeRF uses 1e5 with a
 #: background model).

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from mega_nerf import distributed
-from mega_nerf.config import _parser, add_scene_options, parse
+from mega_nerf.config import add_scene_options, new_parser, parse
 from mega_nerf.data.format import load_dataset
 from mega_nerf.errors import UserError, require
 from mega_nerf.geometry.bounds import compute_scene_bounds, truncate_with_altitude_planes
@@ -27,7 +27,7 @@ PLAN_FILE = ".plan.pt"
 
 
 def mask_parser() -> argparse.ArgumentParser:
-    p = _parser("Partition the scene into a grid of cells and write per-image, per-cell pixel masks.")
+    p = new_parser("Partition the scene into a grid of cells and write per-image, per-cell pixel masks.")
     add_scene_options(p)
     g = p.add_argument_group("masks")
     g.add_argument("--dataset_path", type=str, required=True)

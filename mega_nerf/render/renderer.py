@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from mega_nerf.geometry.bounds import SceneBounds, ellipsoid_exit, ray_bounds
-from mega_nerf.render.volume import (OPAQUE_DELTA, composite, ellipsoid_radius_crossing, sample_pdf,
-                                     stratified_samples)
+from mega_nerf.render.volume import OPAQUE_DELTA, composite, ellipsoid_radius_crossing, sample_pdf, stratified_samples
 
 
 @dataclass

@@ -21,6 +21,7 @@ from mega_nerf.data.format import PosedDataset, load_dataset
 from mega_nerf.errors import UserError, require
 from mega_nerf.evaluation.images import colorize_depth, side_by_side
 from mega_nerf.evaluation.metrics import psnr
+from mega_nerf.evaluation.protocols import appearance_index
 from mega_nerf.fields.model import SceneModel, model_config_from_args
 from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, compute_scene_bounds
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -181,7 +182,8 @@ class Trainer:
             return None
         item = self.dataset.val[0].scaled(self.args.val_scale_factor)
         self.model.eval()
-        rgb, depth = render_image(self.model, item.W, item.H, item.intrinsics, item.c2w, item.image_index,
+        appearance = appearance_index(self.dataset, item, self.args.val_protocol)
+        rgb, depth = render_image(self.model, item.W, item.H, item.intrinsics, item.c2w, appearance,
                                   self.bounds, self.sampling, self.args.image_pixel_batch_size, self.device)
         self.model.train()
         gt = item.load_image().float() / 255
