@@ -272,3 +272,17 @@ def test_written_files_respect_umask(tmp_path):
              for p in [ds / "coordinates.pt", ds / "train" / "metadata" / "000000.pt",
                        ds / "train" / "rgbs" / "000000.png"]}
     assert modes == {"coordinates.pt": 0o644, "train/metadata/000000.pt": 0o644, "train/rgbs/000000.png": 0o644}
+
+
+def test_image_of_another_shape_than_its_metadata_names_the_file(small):
+    """A downscaled copy loads (resized, as Mega-NeRF does); another aspect ratio is an error."""
+    dataset = load_dataset(small["path"])
+    item = dataset.train[0]
+    full = item.load_image().numpy()
+    half = cv2.resize(full, (item.W // 2, item.H // 2), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(item.image_path), half[..., ::-1])
+    assert tuple(item.load_image().shape) == (item.H, item.W, 3)
+    cv2.imwrite(str(item.image_path), np.zeros((item.H, item.W * 2, 3), np.uint8))
+    with pytest.raises(UserError) as e:
+        item.load_image()
+    assert str(item.image_path) in str(e.value) and "aspect" in str(e.value)
