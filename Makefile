@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel on machines without a GPU; a torch already importable by $(PYTHON) (e.g. your
-# CUDA build) is reused through --system-site-packages and never replaced.  Elsewhere, pass
-# TORCH_PIP_ARGS="--index-url <PyTorch's CPU wheel index>" to avoid CUDA wheels on a CPU box.
+# A torch already importable by $(PYTHON) (e.g. your CUDA build) is reused through
+# --system-site-packages and never replaced.  Otherwise torch==$(TORCH_VERSION) is installed: a
+# local CPU wheel where pip is configured with one (our CI); on other machines without a GPU pass
+# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" to avoid CUDA wheels.
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 DEMO_DIR ?= outputs/demo

@@ -8,6 +8,8 @@ configargparse); the command line wins.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Optional, Sequence
 
 import configargparse
@@ -15,11 +17,20 @@ import configargparse
 from mega_nerf.errors import UserError, require
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults only where they inform: not for on/off flags or options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) or action.nargs == 0:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def new_parser(description: str) -> configargparse.ArgumentParser:
     return configargparse.ArgumentParser(
         description=description,
         config_file_parser_class=configargparse.YAMLConfigFileParser,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         ignore_unknown_config_file_keys=True,
     )
 
@@ -141,6 +152,12 @@ def validate_common(args: argparse.Namespace) -> None:
 
 def parse(parser: configargparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, turning a missing or unreadable config file into a one-line :class:`UserError`."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    for i, token in enumerate(tokens):
+        name, _, value = token.partition("=")
+        if name in ("--config_file", "--config"):
+            path = value or (tokens[i + 1] if i + 1 < len(tokens) else "")
+            require(os.path.isfile(path), f"{name} {path}: config file does not exist")
     try:
         args = parser.parse_args(argv)
     except OSError as e:

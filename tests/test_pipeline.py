@@ -245,3 +245,23 @@ def test_unreachable_cell_is_warned_and_skipped(scene, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "reached by no ray" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_experiment_of_one_cell_is_not_resumed_for_another(scene, masks, tmp_path):
+    from mega_nerf.errors import UserError
+
+    def trainer(cell: int) -> Trainer:
+        return Trainer(parse(train_parser(), train_args(scene, tmp_path / "exp", [
+            "--train_iterations", "4", "--ckpt_interval", "2", "--chunk_paths", str(tmp_path / f"chunks-{cell}"),
+            "--cluster_mask_path", str(masks[1] / str(cell))])))
+
+    trainer(0).train()
+    with pytest.raises(UserError, match="belongs to cell 0"):
+        trainer(1).train()
+
+
+def test_missing_config_file_is_one_line(scene, tmp_path):
+    result = run(["mega_nerf/train.py", "--config_file", str(tmp_path / "nope.yaml"), "--exp_name",
+                  str(tmp_path / "e"), "--dataset_path", str(scene)])
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --config_file {tmp_path / 'nope.yaml'}: config file does not exist"

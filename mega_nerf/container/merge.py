@@ -22,7 +22,8 @@ def merge_parser() -> argparse.ArgumentParser:
     g.add_argument("--centroid_path", type=str, required=True, help="MASKS/params.pt")
     g.add_argument("--output", type=str, required=True, help="container file to write")
     g.add_argument("--train_iterations", type=int, default=None,
-                   help="iteration of the checkpoint to take (default: each cell's newest)")
+                   help="take each cell's checkpoint at this iteration, so unfinished cells are refused "
+                        "(a config's train_iterations sets it); unset: each cell's newest checkpoint")
     g.add_argument("--overwrite", default=False, action="store_true", help="replace an existing --output")
     return p
 
@@ -56,6 +57,8 @@ def merge(args: argparse.Namespace) -> Container:
             continue
         path = _final_checkpoint(prefix.parent / f"{prefix.name}{k}", args.train_iterations)
         state = torch.load(path, map_location="cpu", weights_only=False)
+        require(state.get("cell") == k, f"{path}: was trained for cell {state.get('cell')}, not cell {k}; "
+                                        f"check --ckpt_prefix and --centroid_path")
         if model_config is None:
             model_config, bounds = state["model_config"], state["bounds"]
         require(state["model_config"] == model_config and state["bounds"] == bounds,

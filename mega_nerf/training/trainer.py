@@ -138,7 +138,8 @@ class Trainer:
         }, path)
         for iteration, old in checkpoints(self.exp_dir):
             if old != path and iteration != self.args.train_iterations:
-                old.unlink(missing_ok=True)  # keep only the newest (checkpoints hold large tables)
+                # Keep only the newest and the final one: hash-grid checkpoints are large.
+                old.unlink(missing_ok=True)
         return path
 
     def maybe_resume(self) -> None:
@@ -155,6 +156,9 @@ class Trainer:
                             f"older one") from None
         if state["model_config"] != self.model_config:
             raise UserError(f"{path}: checkpoint was trained with other model settings; use a new --exp_name")
+        if state.get("cell") != self.cell:
+            raise UserError(f"{path}: checkpoint belongs to cell {state.get('cell')}, this run trains cell "
+                            f"{self.cell}; use another --exp_name per cell")
         self.model.load_state_dict(state["model_state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
