@@ -62,7 +62,8 @@ def add_scene_options(p: configargparse.ArgumentParser) -> None:
 
 def add_model_options(p: configargparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model_type", choices=["hash"], default="hash", help="field backend")
+    g.add_argument("--model_type", choices=["hash", "vm", "grid", "mlp"], default="hash",
+                   help="field backend: hash grid (Instant-NGP), TensoRF VM, voxel grid, NeRF MLP")
     g.add_argument("--appearance_dim", type=int, default=48, help="appearance embedding width (0 = off)")
     g.add_argument("--no_bg_nerf", dest="bg_nerf", default=True, action="store_false",
                    help="no background model for rays that leave the foreground ellipsoid")
@@ -76,6 +77,16 @@ def add_model_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--hash_max_resolution", type=int, default=2048,
                    help="finest grid resolution over the cell's bounding box")
     g.add_argument("--geo_feat_dim", type=int, default=15, help="feature width from density to colour net")
+    g.add_argument("--pos_xyz_dim", type=int, default=12, help="mlp: position encoding frequencies")
+    g.add_argument("--mlp_layers", type=int, default=8, help="mlp: trunk layers")
+    g.add_argument("--mlp_width", type=int, default=256, help="mlp: trunk width")
+    g.add_argument("--mlp_skip", type=int, default=4, help="mlp: layer that sees the encoded input again")
+    g.add_argument("--vm_resolution", type=int, default=300, help="vm: plane and line resolution")
+    g.add_argument("--vm_density_rank", type=int, default=16, help="vm: density components per plane/line pair")
+    g.add_argument("--vm_appearance_rank", type=int, default=48, help="vm: appearance components per pair")
+    g.add_argument("--grid_resolution", type=int, default=128, help="grid: voxels per axis")
+    g.add_argument("--grid_color", choices=["mlp", "sh"], default="mlp",
+                   help="grid: colour from a small decoder or from degree-2 spherical harmonics")
 
 
 def add_render_options(p: configargparse.ArgumentParser) -> None:
@@ -101,7 +112,8 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--train_scale_factor", type=int, default=1, help="downscale training images")
     g.add_argument("--val_scale_factor", type=int, default=4, help="downscale validation images")
     g.add_argument("--batch_size", type=int, default=1024, help="rays per step")
-    g.add_argument("--lr", type=float, default=1e-2, help="initial learning rate")
+    g.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default per backend: hash 1e-2, vm 2e-2, grid 5e-2, mlp 5e-4)")
     g.add_argument("--lr_decay_factor", type=float, default=0.1, help="lr decays by this over training")
     g.add_argument("--train_iterations", type=int, default=500000, help="steps")
     g.add_argument("--ckpt_interval", type=int, default=10000, help="checkpoint every N steps")

@@ -119,7 +119,7 @@ def test_save_load_round_trip(tmp_path):
     loaded = load_container(path)
     assert loaded.cell_ids == [0, 1, 2] and loaded.boundary_margin == 1.15 and loaded.cluster_2d is False
     assert torch.equal(loaded.centroids, CENTROIDS)
-    assert loaded.bounds == c.bounds and loaded.model_config == c.model_config
+    assert loaded.bounds == c.bounds and loaded.model_configs == c.model_configs
     g = torch.Generator().manual_seed(7)
     pts = (torch.rand(50, 3, generator=g) - 0.5) * torch.tensor([0.4, 1.6, 0.8])
     x, d, app = inputs(pts, seed=7)
@@ -129,7 +129,7 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # the file is self-contained: a plain dict with a format tag
     data = torch.load(path, weights_only=False)
-    assert data["format"] == "mega_nerf.container/1" and set(data["cell_ids"]) == {0, 1, 2}
+    assert data["format"] == "mega_nerf.container/2" and set(data["cell_ids"]) == {0, 1, 2}
     # loading with another margin changes routing
     hard = load_container(path, boundary_margin=1.0)
     assert hard.boundary_margin == 1.0

@@ -21,21 +21,31 @@ from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_torch_save
 from mega_nerf.partition.centroids import routing_weights
 
-FORMAT = "mega_nerf.container/1"
+FORMAT = "mega_nerf.container/2"
 
 
 class Container(nn.Module):
-    def __init__(self, model_config: dict, bounds: SceneBounds, centroids: torch.Tensor, cell_ids: List[int],
-                 boundary_margin: float, cluster_2d: bool):
+    """Cells may hold different backends: ``model_config`` is one dict for all cells or a list
+    with one dict per cell (they must agree on appearance and background settings)."""
+
+    def __init__(self, model_config: dict | List[dict], bounds: SceneBounds, centroids: torch.Tensor,
+                 cell_ids: List[int], boundary_margin: float, cluster_2d: bool):
         super().__init__()
-        self.model_config = model_config
+        configs = list(model_config) if isinstance(model_config, (list, tuple)) else [model_config] * len(cell_ids)
+        if len(configs) != len(cell_ids):
+            raise ValueError(f"{len(configs)} model configs for {len(cell_ids)} cells")
+        shared = {(c["bg_nerf"], c["appearance_count"], c["appearance_dim"]) for c in configs}
+        if len(shared) > 1:
+            raise UserError("cells disagree on bg_nerf, appearance count or appearance_dim; train every cell with "
+                            "the same dataset and those options")
+        self.model_configs = configs
         self.bounds = bounds
         self.cell_ids = list(cell_ids)
         self.boundary_margin = boundary_margin
         self.cluster_2d = cluster_2d
         self.register_buffer("centroids", centroids.float().reshape(-1, 3))
-        self.sub_modules = nn.ModuleList([build_foreground(model_config) for _ in cell_ids])
-        backgrounds = [build_background(model_config) for _ in cell_ids]
+        self.sub_modules = nn.ModuleList([build_foreground(c) for c in configs])
+        backgrounds = [build_background(c) for c in configs]
         self.bg_sub_modules = nn.ModuleList(backgrounds) if backgrounds and backgrounds[0] is not None else None
 
     @property
@@ -73,10 +83,13 @@ class Container(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
+
 
 def save_container(container: Container, path: Path) -> None:
     atomic_torch_save({
-        "format": FORMAT, "model_config": container.model_config, "bounds": container.bounds.to_dict(),
+        "format": FORMAT, "model_configs": container.model_configs, "bounds": container.bounds.to_dict(),
         "centroids": container.centroids.cpu(), "cell_ids": container.cell_ids,
         "boundary_margin": container.boundary_margin, "cluster_2d": container.cluster_2d,
         "state_dict": {k: v.cpu() for k, v in container.state_dict().items()},
@@ -95,7 +108,7 @@ def load_container(path: Path, device: torch.device | str = "cpu",
         raise UserError(f"{path}: cannot load container ({type(e).__name__}); it is corrupt, merge again") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path}: not a mega_nerf container (expected format {FORMAT})")
-    container = Container(data["model_config"], SceneBounds.from_dict(data["bounds"]), data["centroids"],
+    container = Container(data["model_configs"], SceneBounds.from_dict(data["bounds"]), data["centroids"],
                           data["cell_ids"], boundary_margin or data["boundary_margin"], data["cluster_2d"])
     container.load_state_dict(data["state_dict"])
     return container.to(device).eval()

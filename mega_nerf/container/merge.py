@@ -50,7 +50,7 @@ def merge(args: argparse.Namespace) -> Container:
     centroids = params["centroids"]
     counts = params.get("cell_pixel_counts")
     prefix = Path(args.ckpt_prefix)
-    states, cell_ids, model_config, bounds = [], [], None, None
+    states, cell_ids, configs, bounds = [], [], [], None
     for k in range(len(centroids)):
         if counts is not None and int(counts[k]) == 0:
             warnings.warn(f"cell {k} has no rays and was not trained; its neighbours cover its space")
@@ -59,14 +59,14 @@ def merge(args: argparse.Namespace) -> Container:
         state = torch.load(path, map_location="cpu", weights_only=False)
         require(state.get("cell") == k, f"{path}: was trained for cell {state.get('cell')}, not cell {k}; "
                                         f"check --ckpt_prefix and --centroid_path")
-        if model_config is None:
-            model_config, bounds = state["model_config"], state["bounds"]
-        require(state["model_config"] == model_config and state["bounds"] == bounds,
-                f"{path}: trained with other settings than the first cell; all cells need the same config")
+        bounds = bounds or state["bounds"]
+        require(state["bounds"] == bounds, f"{path}: trained with another scene frame or bounds than the first "
+                                           f"cell; train every cell with the same dataset and scene options")
+        configs.append(state["model_config"])  # cells may use different backends
         states.append(state["model_state_dict"])
         cell_ids.append(k)
     require(cell_ids, f"{params_path}: no trained cell to merge")
-    container = Container(model_config, SceneBounds.from_dict(bounds), centroids[cell_ids], cell_ids,
+    container = Container(configs, SceneBounds.from_dict(bounds), centroids[cell_ids], cell_ids,
                           args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)))
     for i, state in enumerate(states):
         container.sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("fg.")})

@@ -12,31 +12,53 @@ import torch
 from torch import nn
 
 from mega_nerf.errors import UserError
-from mega_nerf.fields.hash_field import BackgroundField, HashField
+from mega_nerf.fields.background import BackgroundField
+from mega_nerf.fields.base import RadianceField
+from mega_nerf.fields.grid_field import GridField
+from mega_nerf.fields.hash_field import HashField
+from mega_nerf.fields.mlp_field import MLPField
+from mega_nerf.fields.vm_field import VMField
 from mega_nerf.geometry.bounds import SceneBounds
 
 
+#: Keys of ``model_config`` each backend reads besides the common ones.
+BACKEND_KEYS = {
+    "hash": ("hash_levels", "hash_features", "hash_log2_size", "hash_base_resolution", "hash_max_resolution"),
+    "mlp": ("pos_xyz_dim", "mlp_layers", "mlp_width", "mlp_skip"),
+    "vm": ("vm_resolution", "vm_density_rank", "vm_appearance_rank"),
+    "grid": ("grid_resolution", "grid_color"),
+}
+COMMON_KEYS = ("model_type", "appearance_dim", "bg_nerf", "layer_dim", "bg_layer_dim", "geo_feat_dim", "pos_dir_dim")
+
+
 def model_config_from_args(args: argparse.Namespace, bounds: SceneBounds, appearance_count: int) -> dict:
+    """The options that define a submodule, as a plain dict (only the chosen backend's sizes)."""
     center = torch.tensor(bounds.center)
     radius = torch.tensor(bounds.radius)
-    return {
-        "model_type": args.model_type, "appearance_count": appearance_count,
-        "appearance_dim": args.appearance_dim, "bg_nerf": args.bg_nerf,
-        "aabb": torch.stack([center - radius, center + radius]).tolist(),
-        "hash_levels": args.hash_levels, "hash_features": args.hash_features,
-        "hash_log2_size": args.hash_log2_size, "hash_base_resolution": args.hash_base_resolution,
-        "hash_max_resolution": args.hash_max_resolution, "layer_dim": args.layer_dim,
-        "bg_layer_dim": args.bg_layer_dim, "geo_feat_dim": args.geo_feat_dim, "pos_dir_dim": args.pos_dir_dim,
-    }
+    cfg = {key: getattr(args, key) for key in COMMON_KEYS + BACKEND_KEYS[args.model_type]}
+    cfg["appearance_count"] = appearance_count
+    cfg["aabb"] = torch.stack([center - radius, center + radius]).tolist()
+    return cfg
 
 
-def build_foreground(cfg: dict) -> nn.Module:
-    if cfg["model_type"] != "hash":
-        raise UserError(f"--model_type {cfg['model_type']}: only 'hash' is available in this version")
-    return HashField(torch.tensor(cfg["aabb"]), cfg["appearance_count"], cfg["appearance_dim"],
-                     cfg["hash_levels"], cfg["hash_features"], cfg["hash_log2_size"],
-                     cfg["hash_base_resolution"], cfg["hash_max_resolution"], cfg["layer_dim"],
-                     cfg["geo_feat_dim"], cfg["pos_dir_dim"])
+def build_foreground(cfg: dict) -> RadianceField:
+    common = dict(aabb=torch.tensor(cfg["aabb"]), appearance_count=cfg["appearance_count"],
+                  appearance_dim=cfg["appearance_dim"], hidden_dim=cfg["layer_dim"],
+                  geo_feat_dim=cfg["geo_feat_dim"], dir_frequencies=cfg["pos_dir_dim"])
+    kind = cfg["model_type"]
+    if kind == "hash":
+        return HashField(levels=cfg["hash_levels"], features_per_level=cfg["hash_features"],
+                         log2_table_size=cfg["hash_log2_size"], base_resolution=cfg["hash_base_resolution"],
+                         max_resolution=cfg["hash_max_resolution"], **common)
+    if kind == "mlp":
+        return MLPField(xyz_frequencies=cfg["pos_xyz_dim"], layers=cfg["mlp_layers"], width=cfg["mlp_width"],
+                        skip=cfg["mlp_skip"], **common)
+    if kind == "vm":
+        return VMField(resolution=cfg["vm_resolution"], density_rank=cfg["vm_density_rank"],
+                       appearance_rank=cfg["vm_appearance_rank"], **common)
+    if kind == "grid":
+        return GridField(resolution=cfg["grid_resolution"], color_mode=cfg["grid_color"], **common)
+    raise UserError(f"model_type {kind!r} is unknown; choose hash, vm, grid or mlp")
 
 
 def build_background(cfg: dict) -> Optional[nn.Module]:

@@ -29,6 +29,8 @@ from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training.ray_data import RayTable, pixel_selector
 
 CHECKPOINT_DIR = "models"
+#: Learning rates that train each backend well (Instant-NGP, TensoRF, Plenoxels-like, Mega-NeRF).
+DEFAULT_LR = {"hash": 1e-2, "vm": 2e-2, "grid": 5e-2, "mlp": 5e-4}
 
 
 def seed_everything(seed: int) -> None:
@@ -100,7 +102,8 @@ class Trainer:
         self.model_config = model_config_from_args(args, self.bounds, len(self.items))
         seed_everything(args.random_seed)  # the same seed gives the same initial weights
         self.model = SceneModel(self.model_config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.lr = args.lr if args.lr is not None else DEFAULT_LR[args.model_type]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
         self.iteration = 0
         self.stream_state: Optional[dict] = None
 
@@ -170,7 +173,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _lr(self, iteration: int) -> float:
-        return self.args.lr * self.args.lr_decay_factor ** (iteration / self.args.train_iterations)
+        return self.lr * self.args.lr_decay_factor ** (iteration / self.args.train_iterations)
 
     def _write_experiment_files(self) -> None:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
