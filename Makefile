@@ -10,6 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 DEMO_DIR ?= outputs/demo
 DEMO_WORKERS ?= 2
+MODEL_TYPE ?= hash
 
 .PHONY: venv demo test clean-demo
 
@@ -27,7 +28,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@touch $@
 
 demo: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO_DIR=$(DEMO_DIR) DEMO_WORKERS=$(DEMO_WORKERS) bash scripts/demo.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO_DIR=$(DEMO_DIR) DEMO_WORKERS=$(DEMO_WORKERS) MODEL_TYPE=$(MODEL_TYPE) bash scripts/demo.sh
 
 test: venv
 	$(PY) -m pytest -q

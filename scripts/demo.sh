@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-outputs/demo}
 WORKERS=${DEMO_WORKERS:-2}
+MODEL_TYPE=${MODEL_TYPE:-hash}  # field backend of every cell: hash, vm, grid or mlp
 GRID=(2 2)
 DATASET=$DEMO_DIR/dataset
 CONFIG=$DATASET/config.yaml
@@ -28,9 +29,10 @@ OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node 
   --grid_dim "${GRID[@]}"
 
 stage "3/6 job list -> $JOBS"
-python scripts/write_parscript.py --grid_dim "${GRID[@]}" --mask_path "$MASKS" --output "$JOBS" --overwrite
+python scripts/write_parscript.py --grid_dim "${GRID[@]}" --mask_path "$MASKS" --output "$JOBS" --overwrite \
+  --extra_args "--model_type $MODEL_TYPE"
 
-stage "4/6 train every cell: parscript dispatcher, $WORKERS workers (chunks are written on each cell's first run)"
+stage "4/6 train every cell ($MODEL_TYPE backend): parscript dispatcher, $WORKERS workers (chunks are written on each cell's first run)"
 CONFIG_FILE=$CONFIG EXP_PREFIX=$DEMO_DIR/exp/cell DATASET_PATH=$DATASET CHUNK_PREFIX=$DEMO_DIR/chunks/cell \
   MASK_PATH=$MASKS python -m parscript.dispatcher "$JOBS" -g "$WORKERS"
 failed=0
