@@ -94,6 +94,14 @@ def add_render_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--coarse_samples", type=int, default=64, help="stratified samples per ray")
     g.add_argument("--fine_samples", type=int, default=64, help="importance samples per ray")
     g.add_argument("--bg_samples", type=int, default=16, help="background samples per ray")
+    g.add_argument("--occupancy_resolution", type=int, default=0,
+                   help="occupancy grid cells per axis (0 = none: coarse + importance sampling)")
+    g.add_argument("--occupancy_candidates", type=int, default=512,
+                   help="with a grid: evenly spaced candidates per ray, of which the first "
+                        "coarse_samples + fine_samples in occupied cells are rendered")
+    g.add_argument("--occupancy_update_interval", type=int, default=16, help="grid refresh every N steps")
+    g.add_argument("--occupancy_alpha_threshold", type=float, default=0.01,
+                   help="a cell is empty when a candidate step through it is more transparent than this")
     g.add_argument("--model_chunk_size", type=int, default=256 * 1024, help="points per field call")
     g.add_argument("--image_pixel_batch_size", type=int, default=16 * 1024, help="rays per render call")
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mega_nerf.errors import UserError
-from mega_nerf.fields.model import build_background, build_foreground
+from mega_nerf.fields.model import build_background, build_foreground, build_occupancy
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_torch_save
 from mega_nerf.partition.centroids import routing_weights
@@ -47,10 +47,26 @@ class Container(nn.Module):
         self.sub_modules = nn.ModuleList([build_foreground(c) for c in configs])
         backgrounds = [build_background(c) for c in configs]
         self.bg_sub_modules = nn.ModuleList(backgrounds) if backgrounds and backgrounds[0] is not None else None
+        grids = [build_occupancy(c) for c in configs]
+        # Empty-space skipping only when every cell has a grid: a cell without one cannot say
+        # where its space is empty.
+        self.occupancy_grids = nn.ModuleList(grids) if grids and all(g is not None for g in grids) else None
 
     @property
     def has_background(self) -> bool:
         return self.bg_sub_modules is not None
+
+    @property
+    def has_occupancy(self) -> bool:
+        return self.occupancy_grids is not None
+
+    def occupied(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3) -> (N,) bool: occupied in the grid of any cell that answers for the point."""
+        weights = routing_weights(x, self.centroids, self.boundary_margin, self.cluster_2d)
+        result = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for k, grid in enumerate(self.occupancy_grids):
+            result |= (weights[:, k] > 0) & grid.occupied_at(x)
+        return result
 
     def _blend(self, points: torch.Tensor, evaluate) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Evaluate ``evaluate(k, index)`` on each cell's share of points and blend the outputs."""

@@ -72,6 +72,9 @@ def merge(args: argparse.Namespace) -> Container:
         container.sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("fg.")})
         if container.bg_sub_modules is not None:
             container.bg_sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("bg.")})
+        if container.occupancy_grids is not None:
+            container.occupancy_grids[i].load_state_dict(
+                {k[len("occupancy."):]: v for k, v in state.items() if k.startswith("occupancy.")})
     save_container(container, output)
     print(f"merged {len(cell_ids)} cells ({container.parameter_count():,} parameters) into {output}", flush=True)
     return container

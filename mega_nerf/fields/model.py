@@ -19,6 +19,7 @@ from mega_nerf.fields.hash_field import HashField
 from mega_nerf.fields.mlp_field import MLPField
 from mega_nerf.fields.vm_field import VMField
 from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.render.occupancy import OccupancyGrid
 
 
 #: Keys of ``model_config`` each backend reads besides the common ones.
@@ -28,7 +29,8 @@ BACKEND_KEYS = {
     "vm": ("vm_resolution", "vm_density_rank", "vm_appearance_rank"),
     "grid": ("grid_resolution", "grid_color"),
 }
-COMMON_KEYS = ("model_type", "appearance_dim", "bg_nerf", "layer_dim", "bg_layer_dim", "geo_feat_dim", "pos_dir_dim")
+COMMON_KEYS = ("model_type", "appearance_dim", "bg_nerf", "layer_dim", "bg_layer_dim", "geo_feat_dim", "pos_dir_dim",
+               "occupancy_resolution")
 
 
 def model_config_from_args(args: argparse.Namespace, bounds: SceneBounds, appearance_count: int) -> dict:
@@ -61,6 +63,11 @@ def build_foreground(cfg: dict) -> RadianceField:
     raise UserError(f"model_type {kind!r} is unknown; choose hash, vm, grid or mlp")
 
 
+def build_occupancy(cfg: dict) -> Optional[OccupancyGrid]:
+    resolution = cfg.get("occupancy_resolution", 0)
+    return OccupancyGrid(torch.tensor(cfg["aabb"]), resolution) if resolution > 0 else None
+
+
 def build_background(cfg: dict) -> Optional[nn.Module]:
     if not cfg["bg_nerf"]:
         return None
@@ -76,10 +83,18 @@ class SceneModel(nn.Module):
         self.config = cfg
         self.fg = build_foreground(cfg)
         self.bg = build_background(cfg)
+        self.occupancy = build_occupancy(cfg)
 
     @property
     def has_background(self) -> bool:
         return self.bg is not None
+
+    @property
+    def has_occupancy(self) -> bool:
+        return self.occupancy is not None
+
+    def occupied(self, x: torch.Tensor) -> torch.Tensor:
+        return self.occupancy.occupied_at(x)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.fg.density(x)

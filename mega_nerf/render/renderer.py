@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from mega_nerf.geometry.bounds import SceneBounds, ellipsoid_exit, ray_bounds
-from mega_nerf.render.volume import OPAQUE_DELTA, composite, ellipsoid_radius_crossing, sample_pdf, stratified_samples
+from mega_nerf.render.volume import (OPAQUE_DELTA, composite, composite_intervals, ellipsoid_radius_crossing,
+                                     occupied_samples, sample_pdf, stratified_samples)
 
 
 @dataclass
@@ -19,10 +20,12 @@ class SamplingConfig:
     coarse_samples: int = 64
     fine_samples: int = 64
     bg_samples: int = 16
+    occupancy_candidates: int = 512  # used when the model has an occupancy grid
 
     @staticmethod
     def from_args(args) -> "SamplingConfig":
-        return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples)
+        return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples,
+                              getattr(args, "occupancy_candidates", 512))
 
 
 def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -47,6 +50,42 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
     fg_far = torch.minimum(far, torch.maximum(t_exit, near))
     has_bg = (far > t_exit) if has_bg_model else torch.zeros(n, dtype=torch.bool, device=rays_o.device)
 
+    if getattr(model, "has_occupancy", False):
+        fg = _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg, sampling, train)
+    else:
+        fg = _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train)
+    out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
+
+    if has_bg_model and bool(has_bg.any()):
+        idx = torch.nonzero(has_bg).reshape(-1)
+        out_bg = _render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
+                                    center, radius, sampling.bg_samples, train)
+        trans = fg["transmittance"][idx]
+        out["rgb"] = out["rgb"].index_add(0, idx, trans[:, None] * out_bg["rgb"])
+        out["depth"] = out["depth"].index_add(0, idx, trans * out_bg["depth"])
+    return out
+
+
+def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg, sampling, train):
+    """Samples in occupied cells only, plus one at the end of the foreground segment that is
+    opaque for rays that stop at the ground (Mega-NeRF's last-sample rule)."""
+    n = rays_o.shape[0]
+    z, deltas, _ = occupied_samples(rays_o, rays_d, near, fg_far, model.occupied, sampling.occupancy_candidates,
+                                    sampling.coarse_samples + sampling.fine_samples, train)
+    end_delta = torch.where(has_bg, torch.zeros_like(fg_far), torch.full_like(fg_far, OPAQUE_DELTA))
+    z = torch.cat([z, fg_far[:, None]], -1)
+    deltas = torch.cat([deltas, end_delta[:, None]], -1)
+    samples = z.shape[1]
+    points = rays_o[:, None] + rays_d[:, None] * z[..., None]
+    sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
+                                  _repeat_rows(appearance, samples))
+    return composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
+
+
+def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train):
+    """Stratified samples, then importance samples from a no-grad density pass (Mega-NeRF's
+    coarse + fine union, rendered once)."""
+    n = rays_o.shape[0]
     z = stratified_samples(near, fg_far, sampling.coarse_samples, train)
     if sampling.fine_samples > 0:
         with torch.no_grad():
@@ -64,17 +103,7 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
     sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
                                   _repeat_rows(appearance, samples))
     last_delta = torch.where(has_bg, (t_exit - z[:, -1]).clamp_min(0), torch.full_like(t_exit, OPAQUE_DELTA))
-    fg = composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
-    out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
-
-    if has_bg_model and bool(has_bg.any()):
-        idx = torch.nonzero(has_bg).reshape(-1)
-        out_bg = _render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
-                                    center, radius, sampling.bg_samples, train)
-        trans = fg["transmittance"][idx]
-        out["rgb"] = out["rgb"].index_add(0, idx, trans[:, None] * out_bg["rgb"])
-        out["depth"] = out["depth"].index_add(0, idx, trans * out_bg["depth"])
-    return out
+    return composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
 
 
 def _render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, num, train):

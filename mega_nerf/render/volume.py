@@ -57,11 +57,46 @@ def composite(sigma: torch.Tensor, rgb: torch.Tensor, z: torch.Tensor,
         rgb (N, 3), depth (N,), weights (N, S), transmittance (N,) left after the last sample.
     """
     deltas = torch.cat([z[:, 1:] - z[:, :-1], last_delta[:, None]], -1)
+    return composite_intervals(sigma, rgb, z, deltas)
+
+
+def composite_intervals(sigma: torch.Tensor, rgb: torch.Tensor, z: torch.Tensor,
+                        deltas: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Volume rendering with each sample's own interval length.
+
+    Args:
+        sigma: (N, S); rgb: (N, S, 3); z: (N, S) sample depths; deltas: (N, S) interval lengths.
+    Returns:
+        as :func:`composite`.
+    """
     alpha = 1 - torch.exp(-deltas * sigma)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], -1), -1)
     weights = alpha * trans[:, :-1]
     return {"rgb": (weights[..., None] * rgb).sum(1), "depth": (weights * z).sum(1),
             "weights": weights, "transmittance": trans[:, -1]}
+
+
+def occupied_samples(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                     occupied_fn, num_candidates: int, num_samples: int,
+                     perturb: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``num_samples`` of ``num_candidates`` evenly spaced samples that fall in occupied
+    space: a fixed-shape, padded batch (compiled code never sees a new shape).
+
+    Args:
+        rays_o, rays_d: (N, 3); near, far: (N,); occupied_fn: (M, 3) points -> (M,) bool.
+    Returns:
+        z (N, K) depths (increasing over the valid entries), deltas (N, K) interval lengths
+        (zero where invalid), valid (N, K) bool.
+    """
+    z = stratified_samples(near, far, num_candidates, perturb)
+    step = (far - near) / max(num_candidates - 1, 1)  # spacing of the candidates
+    points = rays_o[:, None] + rays_d[:, None] * z[..., None]
+    occupied = occupied_fn(points.reshape(-1, 3)).reshape(z.shape)
+    position = torch.arange(num_candidates, device=z.device).expand_as(z)
+    order = torch.where(occupied, position, position + num_candidates).argsort(dim=1)[:, :num_samples]
+    valid = occupied.gather(1, order)
+    deltas = torch.where(valid, step[:, None].expand_as(valid), torch.zeros_like(valid, dtype=z.dtype))
+    return z.gather(1, order), deltas, valid
 
 
 def ellipsoid_radius_crossing(o: torch.Tensor, d: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
         self.iteration = 0
         self.stream_state: Optional[dict] = None
+        # Density at which one candidate step is as opaque as --occupancy_alpha_threshold.
+        aabb = torch.tensor(self.model_config["aabb"])
+        step = float((aabb[1] - aabb[0]).norm()) / args.occupancy_candidates
+        self.occupancy_threshold = -math.log(1 - args.occupancy_alpha_threshold) / step
 
     # ------------------------------------------------------------------ data
     def _chunk_settings(self) -> dict:
@@ -236,6 +240,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.iteration += 1
+            if self.model.has_occupancy and self.iteration % args.occupancy_update_interval == 0:
+                self.model.occupancy.update(self.model.density, self.occupancy_threshold)
             progress.update(1)
             if self.iteration % args.log_interval == 0 or self.iteration == args.train_iterations:
                 loss_value = loss.item()

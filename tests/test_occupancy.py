@@ -1,0 +1,75 @@
+"""Occupancy grid and empty-space-skipping sampler."""
+from __future__ import annotations
+
+import torch
+
+from mega_nerf.render.occupancy import OccupancyGrid
+from mega_nerf.render.volume import composite_intervals, occupied_samples
+
+BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def test_fresh_grid_culls_nothing_and_update_finds_the_dense_slab():
+    grid = OccupancyGrid(BOX, resolution=16)
+    x = torch.rand(1000, 3) * 2 - 1
+    assert bool(grid.occupied_at(x).all())
+    slab = lambda p: torch.where(p[:, 0].abs() < 0.25, torch.full_like(p[:, 0], 100.0), torch.zeros_like(p[:, 0]))  # noqa: E731
+    grid.update(slab, threshold=1.0)
+    centers = grid.cell_points(torch.arange(16 ** 3))
+    # Cells wholly inside |x| < 0.25 are occupied, cells wholly outside it are empty.
+    ix = ((centers[:, 0] + 1) / 2 * 16).floor()
+    inside = (ix >= 7) & (ix <= 8)  # cells spanning [-0.125, 0.125]
+    outside = (ix <= 4) | (ix >= 11)
+    assert bool(grid.occupied[inside].all())
+    assert not bool(grid.occupied[outside].any())
+    # Points outside the box are never culled.
+    assert bool(grid.occupied_at(torch.tensor([[0.0, 5.0, 0.0]])).all())
+
+
+def test_decay_keeps_a_cell_for_a_while_after_its_density_drops():
+    grid = OccupancyGrid(BOX, resolution=4, decay=0.5)
+    grid.update(lambda p: torch.full_like(p[:, 0], 10.0), threshold=2.0)
+    grid.update(lambda p: torch.zeros_like(p[:, 0]), threshold=2.0)  # 10 * 0.5 = 5 > 2
+    assert bool(grid.occupied.all())
+    grid.update(lambda p: torch.zeros_like(p[:, 0]), threshold=2.0)  # 2.5
+    grid.update(lambda p: torch.zeros_like(p[:, 0]), threshold=2.0)  # 1.25
+    assert not bool(grid.occupied.any())
+
+
+def test_occupied_samples_are_the_first_occupied_candidates_padded_to_a_fixed_shape():
+    rays_o = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    rays_d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    near, far = torch.zeros(2), torch.ones(2)
+    # Ray 0: occupied only for 0.3 < x < 0.5; ray 1 (y shifted) everywhere empty.
+    rays_o[1, 1] = 5.0
+
+    def occupied(p):
+        return (p[:, 0] > 0.3) & (p[:, 0] < 0.5) & (p[:, 1] == 0)
+
+    z, deltas, valid = occupied_samples(rays_o, rays_d, near, far, occupied, num_candidates=100, num_samples=30,
+                                        perturb=False)
+    assert z.shape == deltas.shape == valid.shape == (2, 30)
+    assert int(valid[0].sum()) == 20 and int(valid[1].sum()) == 0  # candidates k/99 in (0.3, 0.5)
+    zs = z[0][valid[0]]
+    assert bool((zs > 0.3).all() and (zs < 0.5).all() and (zs[1:] > zs[:-1]).all())
+    assert torch.allclose(deltas[0][valid[0]], torch.full((20,), 1 / 99))
+    assert bool((deltas[~valid] == 0).all())
+    # Invalid (padded) samples add nothing: an opaque field renders only where samples are valid.
+    out = composite_intervals(torch.full((2, 30), 1e4), torch.ones(2, 30, 3), z, deltas)
+    assert torch.allclose(out["rgb"][0], torch.ones(3)) and torch.allclose(out["rgb"][1], torch.zeros(3))
+    assert 0.3 < float(out["depth"][0]) < 0.33
+
+
+def test_container_point_is_occupied_if_any_answering_cell_says_so():
+    from mega_nerf.container.container import Container
+    from mega_nerf.geometry.bounds import SceneBounds
+
+    cfg = {"model_type": "grid", "appearance_dim": 0, "appearance_count": 1, "bg_nerf": False, "layer_dim": 8,
+           "bg_layer_dim": 8, "geo_feat_dim": 15, "pos_dir_dim": 0, "aabb": BOX.tolist(), "grid_resolution": 4,
+           "grid_color": "mlp", "occupancy_resolution": 4}
+    bounds = SceneBounds([0, 0, 0], 1.0, 0.0, None, None, [0, 0, 0], [2, 2, 2])
+    c = Container(cfg, bounds, torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0]]), [0, 1], 1.15, False)
+    assert c.has_occupancy
+    c.occupancy_grids[0].occupied.zero_()  # cell 0 says its space is empty, cell 1 keeps everything
+    deep0, deep1, band = torch.tensor([[0.0, -0.9, 0.0]]), torch.tensor([[0.0, 0.9, 0.0]]), torch.tensor([[0.0, 0.01, 0.0]])
+    assert not bool(c.occupied(deep0)) and bool(c.occupied(deep1)) and bool(c.occupied(band))
