@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import versions, write_result  # noqa: E402
 from mega_nerf.fields.model import build_foreground  # noqa: E402
 from mega_nerf.geometry.bounds import SceneBounds  # noqa: E402
 from mega_nerf.render.renderer import SamplingConfig, render_rays  # noqa: E402
@@ -140,12 +140,9 @@ def main() -> None:
                 torch.cuda.empty_cache()
     result = {"name": "fields", "command": " ".join(["python", *sys.argv]),
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
-              "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda},
+              "versions": versions(),
               "points_per_step": args.points, "rays_per_render": args.rays, "rows": rows}
-    for target in [REPO / "bench" / "results" / "fields.json"] + (
-            [Path(os.environ["OUT"]) / "fields.json"] if os.environ.get("OUT") else []):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("fields", result)
     print(f"\n{'backend':<8}{'compiled':>9}{'params':>12}{'train Msamples/s':>18}{'render krays/s':>16}{'peak GiB':>10}")
     for r in rows:
         if "error" in r:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -21,19 +18,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import log_path, run_logged, versions, write_result  # noqa: E402
 from mega_nerf.partition.masks import read_mask  # noqa: E402
-
-
-def run(cmd: list[str], log: Path, env: dict | None = None) -> float:
-    started = time.time()
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    if proc.returncode != 0:
-        print(log.read_text()[-4000:])
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return time.time() - started
 
 
 def main() -> None:
@@ -45,26 +31,26 @@ def main() -> None:
     py, n = sys.executable, str(args.gpus)
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n]
     work = Path(tempfile.mkdtemp(prefix="mega_nerf_mgpu_"))
-    log = Path(os.environ["OUT"]) / f"{args.name}.log" if os.environ.get("OUT") else work / "log.txt"
+    log = log_path(args.name, work)
     data, config = work / "dataset", work / "dataset" / "config.yaml"
-    t = {"scene": run([py, "scripts/make_synthetic_scene.py", "--output", str(data), "--preset", "tiny", "--quiet"], log)}
+    t = {"scene": run_logged([py, "scripts/make_synthetic_scene.py", "--output", str(data), "--preset", "tiny", "--quiet"], log)}
     for procs in ("1", n):
         cmd = ([py] if procs == "1" else torchrun) + ["scripts/create_cluster_masks.py", "--config", str(config),
                                                      "--dataset_path", str(data), "--output", str(work / f"masks{procs}"),
                                                      "--grid_dim", "2", "2"]
-        t[f"masks_{procs}proc"] = run(cmd, log)
+        t[f"masks_{procs}proc"] = run_logged(cmd, log)
     files = sorted((work / "masks1").glob("*/*.pt"))
     differing = sum(int((read_mask(f) != read_mask(work / f"masks{n}" / f.relative_to(work / "masks1"))).sum())
                     for f in files)
     jobs = work / "jobs.txt"
-    run([py, "scripts/write_parscript.py", "--grid_dim", "2", "2", "--mask_path", str(work / "masks1"), "--output",
+    run_logged([py, "scripts/write_parscript.py", "--grid_dim", "2", "2", "--mask_path", str(work / "masks1"), "--output",
          str(jobs), "--extra_args", f"--train_iterations {args.train_iterations}"], log)
-    t["train_parscript"] = run([py, "-m", "parscript.dispatcher", str(jobs), "-g", n], log, env={
+    t["train_parscript"] = run_logged([py, "-m", "parscript.dispatcher", str(jobs), "-g", n], log, env={
         "CONFIG_FILE": str(config), "EXP_PREFIX": str(work / "exp" / "cell"), "DATASET_PATH": str(data),
         "CHUNK_PREFIX": str(work / "chunks" / "cell"), "MASK_PATH": str(work / "masks1"),
         "PATH": f"{Path(py).parent}:{os.environ['PATH']}"})
     devices = sorted({f'{json.loads(s.read_text())["device"]} (CUDA_VISIBLE_DEVICES={json.loads(s.read_text())["cuda_visible_devices"]})' for s in (work / "exp").glob("cell-*/train_summary.json")})
-    run([py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix", str(work / "exp" / "cell-"),
+    run_logged([py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix", str(work / "exp" / "cell-"),
          "--centroid_path", str(work / "masks1" / "params.pt"), "--output", str(work / "container.pt"),
          "--train_iterations", str(args.train_iterations)], log)
     metrics = {}
@@ -73,22 +59,19 @@ def main() -> None:
                                                      str(work / "e"), "--dataset_path", str(data), "--container_path",
                                                      str(work / "container.pt"), "--output_path",
                                                      str(work / f"eval{procs}")]
-        t[f"eval_{procs}proc"] = run(cmd, log)
+        t[f"eval_{procs}proc"] = run_logged(cmd, log)
         metrics[procs] = json.loads((work / f"eval{procs}" / "metrics.json").read_text())
     result = {
         "name": args.name, "command": " ".join([Path(py).name, *sys.argv]),
         "device": f"{args.gpus} x {torch.cuda.get_device_name(0)}",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda},
+        "versions": versions(),
         "stage_seconds": t, "masks_differing_pixels_1_vs_n": differing,
         "mask_pixels": sum(read_mask(f).numel() for f in files), "cells_trained_on": devices,
         "psnr_1proc": metrics["1"]["psnr"]["mean"], "psnr_nproc": metrics[n]["psnr"]["mean"],
         "ssim_1proc": metrics["1"]["ssim"]["mean"], "ssim_nproc": metrics[n]["ssim"]["mean"],
         "eval_processes": metrics[n]["processes"],
     }
-    for target in [REPO / "bench" / "results" / f"{args.name}.json"] + (
-            [Path(os.environ["OUT"]) / f"{args.name}.json"] if os.environ.get("OUT") else []):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.name, result)
     print(json.dumps(result, indent=2))
 
 

@@ -10,28 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def run(cmd: list[str], log: Path) -> float:
-    started = time.time()
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        print(log.read_text()[-4000:])
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return time.time() - started
+from bench.common import log_path, run_logged, versions, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -48,21 +36,21 @@ def main() -> None:
     args = p.parse_args()
     py = sys.executable
     work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_bench_"))
-    log = Path(os.environ["OUT"]) / f"{args.name}.log" if os.environ.get("OUT") else work / "log.txt"
+    log = log_path(args.name, work)
     work.mkdir(parents=True, exist_ok=True)
     data, masks, config = work / "dataset", work / "masks", work / "dataset" / "config.yaml"
     times = {}
     scene_cmd = [py, "scripts/make_synthetic_scene.py", "--output", str(data), "--preset", args.preset, "--quiet"]
     if args.num_images:
         scene_cmd += ["--num_images", str(args.num_images)]
-    times["scene"] = run(scene_cmd, log)
-    times["masks"] = run([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path", str(data),
+    times["scene"] = run_logged(scene_cmd, log)
+    times["masks"] = run_logged([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path", str(data),
                           "--output", str(masks), "--grid_dim", *args.grid_dim], log)
     masks_match_cpu = None
     if args.compare_cpu_masks and torch.cuda.is_available():
         from mega_nerf.partition.masks import read_mask
 
-        times["masks_cpu"] = run([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path",
+        times["masks_cpu"] = run_logged([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path",
                                   str(data), "--output", str(work / "masks_cpu"), "--grid_dim", *args.grid_dim,
                                   "--device", "cpu"], log)
         files = sorted(masks.glob("*/*.pt"))
@@ -74,24 +62,23 @@ def main() -> None:
     train_seconds, summaries = 0.0, []
     for cell in range(cells):
         exp = work / "exp" / f"cell-{cell}"
-        train_seconds += run([py, "mega_nerf/train.py", "--config_file", str(config), "--exp_name", str(exp),
+        train_seconds += run_logged([py, "mega_nerf/train.py", "--config_file", str(config), "--exp_name", str(exp),
                               "--dataset_path", str(data), "--chunk_paths", str(work / "chunks" / f"cell-{cell}"),
                               "--cluster_mask_path", str(masks / str(cell)), "--train_iterations",
                               str(args.train_iterations), "--ckpt_interval", str(args.train_iterations), *extra], log)
         summaries.append(json.loads((exp / "train_summary.json").read_text()))
     times["chunks_and_training"] = train_seconds
-    times["merge"] = run([py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix",
+    times["merge"] = run_logged([py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix",
                           str(work / "exp" / "cell-"), "--centroid_path", str(masks / "params.pt"), "--output",
                           str(work / "container.pt"), "--train_iterations", str(args.train_iterations)], log)
-    times["eval"] = run([py, "mega_nerf/eval.py", "--config_file", str(config), "--exp_name", str(work / "exp" / "eval"),
+    times["eval"] = run_logged([py, "mega_nerf/eval.py", "--config_file", str(config), "--exp_name", str(work / "exp" / "eval"),
                          "--dataset_path", str(data), "--container_path", str(work / "container.pt"), "--output_path",
                          str(work / "eval"), *args.eval_extra.split()], log)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     result = {
         "name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "cuda": torch.version.cuda},
+        "versions": versions(),
         "preset": args.preset, "num_images": args.num_images, "grid_dim": args.grid_dim,
         "train_iterations": args.train_iterations, "stage_seconds": times,
         "train_rays_per_second": [s["rays_per_second"] for s in summaries],
@@ -100,10 +87,7 @@ def main() -> None:
         "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"], "val_protocol": metrics["protocol"],
         "eval_rays_per_second": metrics["rays_per_second"], "masks_match_cpu": masks_match_cpu,
     }
-    for target in [REPO / "bench" / "results" / f"{args.name}.json"] + (
-            [Path(os.environ["OUT"]) / f"{args.name}.json"] if os.environ.get("OUT") else []):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.name, result)
     print(f"{'stage':<22}{'seconds':>10}")
     for k, v in times.items():
         print(f"{k:<22}{v:>10.1f}")
