@@ -17,6 +17,7 @@ is cleaned and redone.
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import threading
@@ -83,8 +84,6 @@ class ChunkSet:
 
 
 def _read_metadata(path: Path) -> Optional[dict]:
-    import json
-
     meta = path / "metadata.json"
     if not meta.exists():
         return None

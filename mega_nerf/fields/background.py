@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mega_nerf.fields.base import trunc_exp
+from mega_nerf.fields.base import density_activation
 from mega_nerf.fields.encodings import frequency_encoding, mlp
 
 
@@ -37,4 +37,4 @@ class BackgroundField(nn.Module):
         if self.embedding_a is not None:
             inputs.append(self.embedding_a(appearance).to(h.dtype))
         rgb = torch.sigmoid(self.color_net(torch.cat(inputs, -1)).float())
-        return trunc_exp(h[:, 0].float() - 1.0), rgb
+        return density_activation(h[:, 0]), rgb

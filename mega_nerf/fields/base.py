@@ -18,6 +18,11 @@ def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x.clamp(max=15.0))
 
 
+def density_activation(logit: torch.Tensor) -> torch.Tensor:
+    """Density from a logit, in float32 (shifted so a zero-initialised field starts nearly empty)."""
+    return trunc_exp(logit.float() - 1.0)
+
+
 class RadianceField(nn.Module):
     """Base class: subclasses implement :meth:`geometry` on points normalised to ``[0, 1]^3``."""
 
@@ -46,7 +51,7 @@ class RadianceField(nn.Module):
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) density."""
-        return trunc_exp(self.features(x)[:, 0].float() - 1.0)
+        return density_activation(self.features(x)[:, 0])
 
     def color(self, geo: torch.Tensor, d: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
         inputs = [geo, frequency_encoding(d, self.dir_frequencies).to(geo.dtype)]
@@ -62,7 +67,7 @@ class RadianceField(nn.Module):
             sigma (N,), rgb (N, 3) in [0, 1].
         """
         h = self.features(x)
-        return trunc_exp(h[:, 0].float() - 1.0), self.color(h[:, 1:], d, appearance)
+        return density_activation(h[:, 0]), self.color(h[:, 1:], d, appearance)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

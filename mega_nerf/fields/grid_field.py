@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mega_nerf.fields.base import RadianceField, trunc_exp
+from mega_nerf.fields.base import RadianceField, density_activation
 
 
 def sh_basis_deg2(d: torch.Tensor) -> torch.Tensor:
@@ -51,4 +51,4 @@ class GridField(RadianceField):
         v = self._sample(self.normalize(x))
         coeffs = v[:, 1:].reshape(-1, 3, 9)
         rgb = torch.sigmoid((coeffs * sh_basis_deg2(d).to(coeffs.dtype)[:, None, :]).sum(-1).float())
-        return trunc_exp(v[:, 0].float() - 1.0), rgb
+        return density_activation(v[:, 0]), rgb

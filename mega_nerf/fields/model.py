@@ -21,7 +21,6 @@ from mega_nerf.fields.vm_field import VMField
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.render.occupancy import OccupancyGrid
 
-
 #: Keys of ``model_config`` each backend reads besides the common ones.
 BACKEND_KEYS = {
     "hash": ("hash_levels", "hash_features", "hash_log2_size", "hash_base_resolution", "hash_max_resolution"),

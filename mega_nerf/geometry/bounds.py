@@ -86,6 +86,25 @@ def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tenso
         center_pixels=center_pixels)
 
 
+ALTITUDE_RANGE_MISSING = ("ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x, "
+                          "top < ground) to the config; the synthetic scene's config.yaml has one")
+
+
+def scene_bounds_from_args(dataset, args, require_altitude_range: bool) -> SceneBounds:
+    """:func:`compute_scene_bounds` for a loaded dataset and the scene options of any stage.
+
+    Args:
+        dataset: a :class:`mega_nerf.data.format.PosedDataset`.
+        require_altitude_range: refuse a config without ``ray_altitude_range`` (masks always
+            need it; training only while the ellipsoid bounds are on).
+    """
+    if require_altitude_range and args.ray_altitude_range is None:
+        raise UserError(ALTITUDE_RANGE_MISSING)
+    return compute_scene_bounds(dataset.camera_positions, dataset.origin_drb, dataset.pose_scale_factor,
+                                args.ray_altitude_range, args.near, args.far, args.ellipse_bounds,
+                                args.ellipse_scale_factor, args.center_pixels)
+
+
 def truncate_with_altitude_planes(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor,
                                   far: torch.Tensor, altitude_range: Optional[list]) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip rays to the slab between the top and ground planes (planes x = a, altitude = -x).

@@ -17,7 +17,7 @@ from mega_nerf import distributed
 from mega_nerf.config import add_scene_options, new_parser, parse
 from mega_nerf.data.format import load_dataset
 from mega_nerf.errors import UserError, require
-from mega_nerf.geometry.bounds import compute_scene_bounds, truncate_with_altitude_planes
+from mega_nerf.geometry.bounds import scene_bounds_from_args, truncate_with_altitude_planes
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.io_utils import atomic_torch_save
 from mega_nerf.partition.centroids import grid_centroids
@@ -48,17 +48,12 @@ def mask_parser() -> argparse.ArgumentParser:
 
 def _plan(args: argparse.Namespace) -> dict:
     dataset = load_dataset(Path(args.dataset_path), args.train_every)
-    require(args.ray_altitude_range is not None,
-            "ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x, "
-            "top < ground) to the config; the synthetic scene's config.yaml has one")
     gx, gy = args.grid_dim
     require(gx >= 1 and gy >= 1, f"--grid_dim {gx} {gy}: both values must be at least 1")
     require(args.ray_samples >= 2, "--ray_samples must be at least 2")
     require(args.ray_chunk_size >= 1, "--ray_chunk_size must be at least 1")
     positions = dataset.camera_positions
-    bounds = compute_scene_bounds(positions, dataset.origin_drb, dataset.pose_scale_factor,
-                                  args.ray_altitude_range, args.near, args.far, args.ellipse_bounds,
-                                  args.ellipse_scale_factor, args.center_pixels)
+    bounds = scene_bounds_from_args(dataset, args, require_altitude_range=True)
     plan = {
         "origin_drb": dataset.origin_drb, "pose_scale_factor": dataset.pose_scale_factor,
         "ray_altitude_range": bounds.altitude_range, "near": bounds.near,

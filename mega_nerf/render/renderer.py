@@ -11,8 +11,16 @@ from dataclasses import dataclass
 import torch
 
 from mega_nerf.geometry.bounds import SceneBounds, ellipsoid_exit, ray_bounds
-from mega_nerf.render.volume import (OPAQUE_DELTA, composite, composite_intervals, ellipsoid_radius_crossing,
-                                     occupied_samples, sample_pdf, stratified_samples)
+from mega_nerf.geometry.rays import image_rays
+from mega_nerf.render.volume import (
+    OPAQUE_DELTA,
+    composite,
+    composite_intervals,
+    ellipsoid_radius_crossing,
+    occupied_samples,
+    sample_pdf,
+    stratified_samples,
+)
 
 
 @dataclass
@@ -131,8 +139,6 @@ def render_image(model, W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Ten
     Returns:
         rgb (H, W, 3) float in [0, 1] on CPU, depth (H, W) normalised ray distance on CPU.
     """
-    from mega_nerf.geometry.rays import image_rays
-
     rays_o, rays_d = image_rays(W, H, intrinsics.to(device), c2w.to(device), bounds.center_pixels)
     rgbs, depths = [], []
     for start in range(0, rays_o.shape[0], ray_batch):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mega_nerf.data.format import ImageMetadata
+from mega_nerf.errors import UserError
 from mega_nerf.geometry.rays import camera_directions, pixel_coordinates, world_rays
 from mega_nerf.partition.masks import mask_path, read_mask
 
@@ -65,7 +66,6 @@ def pixel_selector(mask_root: Optional[Path], cell: Optional[int], val_protocol:
         if mask_root is not None:
             mask = read_mask(mask_path(mask_root, cell, item.stem))
             if tuple(mask.shape) != tuple(full_sizes[item.stem]):
-                from mega_nerf.errors import UserError
                 raise UserError(f"{mask_path(mask_root, cell, item.stem)}: mask is {tuple(mask.shape)} but the "
                                 f"image is {full_sizes[item.stem]}; the masks belong to another dataset")
             mask = resized_mask(mask, item.H, item.W)

@@ -18,12 +18,13 @@ from tqdm import tqdm
 
 from mega_nerf.data.chunks import ChunkStream, open_chunks, write_chunks
 from mega_nerf.data.format import PosedDataset, load_dataset
+from mega_nerf.distributed import ProcessInfo, default_device
 from mega_nerf.errors import UserError, require
 from mega_nerf.evaluation.images import colorize_depth, side_by_side
 from mega_nerf.evaluation.metrics import psnr
 from mega_nerf.evaluation.protocols import appearance_index
 from mega_nerf.fields.model import SceneModel, model_config_from_args
-from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, compute_scene_bounds
+from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, scene_bounds_from_args
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training.ray_data import RayTable, pixel_selector
@@ -81,17 +82,10 @@ class Trainer:
         self.args = args
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
-        self.device = torch.device(args.device) if args.device else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.device = default_device(args.device, ProcessInfo())
         self.exp_dir = Path(args.exp_name)
         self.dataset: PosedDataset = load_dataset(Path(args.dataset_path), args.train_every)
-        require(args.ray_altitude_range is not None or not args.ellipse_bounds,
-                "ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x) to "
-                "the config, or pass --no_ellipse_bounds")
-        self.bounds = compute_scene_bounds(self.dataset.camera_positions, self.dataset.origin_drb,
-                                           self.dataset.pose_scale_factor, args.ray_altitude_range, args.near,
-                                           args.far, args.ellipse_bounds, args.ellipse_scale_factor,
-                                           args.center_pixels)
+        self.bounds = scene_bounds_from_args(self.dataset, args, require_altitude_range=args.ellipse_bounds)
         check_cameras_inside(self.dataset.camera_positions, self.bounds, str(Path(args.dataset_path)))
         self.mask_root, self.cell = None, None
         if args.cluster_mask_path:
