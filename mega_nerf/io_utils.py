@@ -1,13 +1,17 @@
 """Atomic file writes: a crash never leaves a half-written file that a later stage would trust."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+
+from mega_nerf.errors import UserError
 
 
 def temporary_sibling(path: Path) -> str:
@@ -64,3 +68,41 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 def atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(temporary_path)`` and move the result over ``path`` only if it succeeds."""
     _atomic_write(path, write)
+
+
+def check_output_free(output: Path) -> None:
+    """Refuse an output path that exists and is a file or a non-empty folder."""
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UserError(f"{output}: already exists and is not empty; choose a new --output "
+                        f"folder (existing data is never overwritten)")
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """Build a folder in an empty sibling ``OUTPUT.tmp-xxxx``, renamed to ``output`` at the end.
+
+    Refuses a non-empty ``output`` before and after; on any error the staging folder is removed,
+    so a half-written folder never appears under ``output``'s name.
+    """
+    output = Path(output)
+    check_output_free(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=output.parent))
+    except OSError as e:
+        raise UserError(f"{output.parent}: cannot create the output folder here ({e.strerror})") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700
+    try:
+        yield staging
+        check_output_free(output)  # someone may have written there meanwhile
+        try:
+            os.replace(staging, output)  # an empty folder at `output` is replaced, never a full one
+        except OSError as e:
+            raise UserError(f"{output}: cannot move the finished folder here ({e.strerror}); "
+                            f"choose a new --output folder") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

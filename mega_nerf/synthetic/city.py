@@ -27,9 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -42,7 +39,7 @@ from tqdm import tqdm
 from mega_nerf.data.format import write_coordinates, write_image
 from mega_nerf.errors import UserError, require
 from mega_nerf.geometry.rays import image_rays
-from mega_nerf.io_utils import atomic_write_json, atomic_write_text
+from mega_nerf.io_utils import atomic_write_json, atomic_write_text, check_output_free, staged_folder
 
 SCENE_FORMAT = "mega_nerf.synthetic.city/1"
 
@@ -839,26 +836,6 @@ class DatasetSummary:
     num_boxes: int
 
 
-def check_output_free(output: Path) -> None:
-    """Refuse an output path that exists and is a file or a non-empty folder."""
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise UserError(f"{output}: already exists and is not empty; choose a new --output "
-                        f"folder (existing data is never overwritten)")
-
-
-def _make_staging_dir(output: Path) -> Path:
-    """An empty sibling ``OUTPUT.tmp-xxxx`` with the permissions a plain mkdir would give."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=output.parent))
-    except OSError as e:
-        raise UserError(f"{output.parent}: cannot create the output folder here ({e.strerror})") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700
-    return staging
-
-
 def _config_yaml(preset: Preset, seed: int, max_height_m: float) -> str:
     header = (f"# Synthetic city (preset '{preset.name}', seed {seed}), written by "
               f"scripts/make_synthetic_scene.py.\n"
@@ -920,8 +897,7 @@ def _write_dataset(output: Path, preset: str, seed: int, image_width: Optional[i
     intrinsics = pinhole_intrinsics(W, H, config.horizontal_fov_deg)
     appearances = sample_appearances(seed, len(poses))
 
-    staging = _make_staging_dir(output)
-    try:
+    with staged_folder(output) as staging:
         write_coordinates(staging, origin_drb, scale)
         records = {}
         for index, (pose, appearance) in enumerate(tqdm(list(zip(poses, appearances)), desc="rendering",
@@ -948,15 +924,6 @@ def _write_dataset(output: Path, preset: str, seed: int, image_width: Optional[i
             "layout": layout.to_json(),
         }, staging / "scene.json")
         atomic_write_text(_config_yaml(config, seed, layout.max_height_m), staging / "config.yaml")
-        check_output_free(output)  # someone may have written there meanwhile
-        try:
-            os.replace(staging, output)  # an empty folder at `output` is replaced, never a full one
-        except OSError as e:
-            raise UserError(f"{output}: cannot move the finished dataset here ({e.strerror}); "
-                            f"choose a new --output folder") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return DatasetSummary(output, len(poses) - num_val, num_val, W, H, len(layout.buildings), len(layout.boxes))
 
 

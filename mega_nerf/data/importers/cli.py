@@ -1,0 +1,94 @@
+"""Command line of ``scripts/prepare_dataset.py``: one source in, a Mega-NeRF dataset out."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from mega_nerf.config import new_parser
+from mega_nerf.data.importers.alignment import parse_up
+from mega_nerf.data.importers.common import BACKGROUNDS, read_split_file
+from mega_nerf.data.importers.scene_config import SCENE_KINDS
+from mega_nerf.data.importers.writer import ImportOptions, write_dataset
+from mega_nerf.errors import cli_entry, require
+
+
+def parser():
+    p = new_parser("Convert a COLMAP model, a transforms.json or an LLFF capture into a Mega-NeRF dataset "
+                   "with a suggested config.yaml.")
+    p.add_argument("--output", required=True, type=Path, help="dataset folder to create; must not exist or be empty")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--colmap", type=Path, help="COLMAP model folder (sparse/0), or a project folder "
+                                                   "holding sparse/0 (or sparse/) and images/")
+    source.add_argument("--transforms", type=Path, help="nerfstudio / Instant-NGP transforms.json (or a folder "
+                                                       "with transforms_{train,val,test}.json)")
+    source.add_argument("--llff", type=Path, help="LLFF folder with poses_bounds.npy and images/")
+    p.add_argument("--image_dir", type=Path, default=None,
+                   help="images folder (COLMAP / LLFF; default: images/ next to the model)")
+    p.add_argument("--up", default="auto", help="world up vector of the source: auto (from the cameras), an axis "
+                                                "such as +z, or x,y,z; COLMAP models aligned to ENU: +z")
+    p.add_argument("--metric", action="store_true", help="the source is in metres (e.g. a COLMAP model aligned "
+                                                         "to GPS); altitude ranges are then in metres")
+    p.add_argument("--scale_metres", type=float, default=None, help="metres per source unit (implies --metric)")
+    p.add_argument("--downscale", type=int, default=1, help="shrink images (and intrinsics) by this factor")
+    p.add_argument("--background", choices=sorted(BACKGROUNDS), default="white",
+                   help="composite images with alpha (NeRF synthetic) onto this colour")
+    p.add_argument("--val_every", type=int, default=8,
+                   help="without a split file: images 0, N, 2N, ... of the name-sorted list are validation "
+                        "(Mega-NeRF's brighton protocol: 6; 0: no validation images)")
+    p.add_argument("--split_file", type=Path, default=None, help="validation image names, one per line")
+    p.add_argument("--scene_kind", choices=SCENE_KINDS, default="auto",
+                   help="aerial: altitude range from ground and tops; object: a box around the content")
+    p.add_argument("--skip_missing_images", action="store_true",
+                   help="leave out frames whose image file is missing instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def read_source(args: argparse.Namespace):
+    """The :class:`SourceScene` of whichever source flag is set."""
+    if args.transforms is not None:
+        require(args.image_dir is None, "--image_dir is for --colmap and --llff; transforms.json names its images")
+        from mega_nerf.data.importers.transforms import read_transforms
+        return read_transforms(args.transforms, args.skip_missing_images)
+    if args.colmap is not None:
+        from mega_nerf.data.importers.colmap import read_colmap_folder
+        return read_colmap_folder(args.colmap, args.image_dir, args.skip_missing_images)
+    from mega_nerf.data.importers.llff import read_llff
+    return read_llff(args.llff, args.image_dir)
+
+
+def options_from_args(args: argparse.Namespace) -> ImportOptions:
+    require(args.scale_metres is None or args.scale_metres > 0,
+            f"--scale_metres must be positive, got {args.scale_metres}")
+    require(args.downscale >= 1, f"--downscale must be >= 1, got {args.downscale}")
+    require(args.val_every >= 0, f"--val_every must be >= 0, got {args.val_every}")
+    return ImportOptions(
+        val_every=args.val_every, val_names=None if args.split_file is None else read_split_file(args.split_file),
+        downscale=args.downscale, up=parse_up(args.up),
+        metres_per_unit=args.scale_metres or (1.0 if args.metric else None),
+        background=args.background, scene_kind=args.scene_kind, progress=not args.quiet)
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    start = time.perf_counter()
+    options = options_from_args(args)
+    scene = read_source(args)
+    for line in scene.skipped:
+        print(f"warning: skipped {line}")
+    s = write_dataset(scene, args.output, options)
+    top, ground = s.plan.ray_altitude_range
+    sizes = ", ".join(f"{w}x{h}" for w, h in s.sizes)
+    print(f"wrote {s.output}: {s.num_train} train + {s.num_val} val images of {sizes}, {s.num_points} sparse "
+          f"points in {time.perf_counter() - start:.1f} s")
+    print(f"  up (source world) = [{', '.join(f'{v:.3f}' for v in s.up)}]; origin_drb = "
+          f"[{', '.join(f'{v:.4g}' for v in s.origin_drb)}]; pose_scale_factor = {s.pose_scale_factor:.4g}")
+    print(f"  {s.plan.kind} scene: suggested ray_altitude_range [{top:.4g}, {ground:.4g}] (metric DRB x; altitude "
+          f"{-top:.4g} to {-ground:.4g}), near {s.plan.near:.4g}")
+    print(f"  config: {s.output / 'config.yaml'} (pass it with --config_file)")
+
+
+def cli() -> None:
+    """Console entry point."""
+    cli_entry(main)()
