@@ -58,6 +58,12 @@ def add_scene_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--train_every", type=int, default=1, help="keep every N-th training image")
     g.add_argument("--all_val", default=False, action="store_true",
                    help="train on every left-half pixel of validation images, not only masked ones")
+    g.add_argument("--foreground_bounds", nargs=6, type=float, default=None,
+                   metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+                   help="object-centric scenes: a box in metric DRB (like ray_altitude_range) that holds "
+                        "the whole foreground, e.g. -1.5 -1.5 -1.5 1.5 1.5 1.5 for NeRF-Synthetic; it "
+                        "replaces the ellipsoid around the cameras (cameras may lie outside it), rays are "
+                        "clipped to it and the fields' box is this box; ray_altitude_range is not needed")
 
 
 def add_model_options(p: configargparse.ArgumentParser) -> None:
@@ -67,6 +73,10 @@ def add_model_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--appearance_dim", type=int, default=48, help="appearance embedding width (0 = off)")
     g.add_argument("--no_bg_nerf", dest="bg_nerf", default=True, action="store_false",
                    help="no background model for rays that leave the foreground ellipsoid")
+    g.add_argument("--white_background", default=False, action="store_true",
+                   help="light that passes through the foreground composites onto white (NeRF-Synthetic's "
+                        "protocol) instead of the last sample being opaque; needs --no_bg_nerf; stored with "
+                        "the model, so evaluation renders the same way")
     g.add_argument("--pos_dir_dim", type=int, default=4, help="view-direction encoding frequencies")
     g.add_argument("--layer_dim", type=int, default=64, help="decoder MLP width")
     g.add_argument("--bg_layer_dim", type=int, default=64, help="background MLP width")
@@ -125,6 +135,13 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--lr_decay_factor", type=float, default=0.1, help="lr decays by this over training")
     g.add_argument("--train_iterations", type=int, default=500000, help="steps")
     g.add_argument("--ckpt_interval", type=int, default=10000, help="checkpoint every N steps")
+    g.add_argument("--train_seconds", type=float, default=None,
+                   help="stop after this many seconds of training-loop wall time (chunk writing, validation "
+                        "and checkpoint saving are not counted) instead of at train_iterations, which then "
+                        "only sets the lr schedule (lr stays at its final value past it)")
+    g.add_argument("--checkpoint_at_seconds", type=float, nargs="+", default=[],
+                   help="also save models/t<S>.pt (with 'elapsed_seconds') when the training-loop clock (counted "
+                        "as for --train_seconds) crosses each of these marks; they are never rotated away")
     g.add_argument("--val_interval", type=int, default=500001, help="validate every N steps")
     g.add_argument("--no_amp", dest="amp", default=True, action="store_false", help="no mixed precision")
     g.add_argument("--random_seed", type=int, default=42)
@@ -168,6 +185,22 @@ def validate_common(args: argparse.Namespace) -> None:
     for name in ("batch_size", "train_iterations", "ckpt_interval", "num_chunks", "coarse_samples"):
         if getattr(args, name, None) is not None:
             require(getattr(args, name) >= 1, f"--{name} must be >= 1, got {getattr(args, name)}")
+    bounds = getattr(args, "foreground_bounds", None)
+    if bounds is not None:
+        require(all(lo < hi for lo, hi in zip(bounds[:3], bounds[3:])),
+                f"--foreground_bounds {' '.join(f'{v:g}' for v in bounds)}: each minimum (first three values) "
+                f"must be smaller than its maximum (last three)")
+    if getattr(args, "white_background", False):
+        require(not args.bg_nerf, "--white_background needs --no_bg_nerf: with a background model no light "
+                                  "is left to composite onto white")
+    seconds = getattr(args, "train_seconds", None)
+    if seconds is not None:
+        require(seconds > 0, f"--train_seconds must be > 0, got {seconds:g}")
+    marks = getattr(args, "checkpoint_at_seconds", None) or []
+    require(all(m > 0 for m in marks), f"--checkpoint_at_seconds must all be > 0, got {marks}")
+    if seconds is not None and marks:
+        require(max(marks) <= seconds, f"--checkpoint_at_seconds {max(marks):g} is beyond --train_seconds "
+                                       f"{seconds:g}: it would never be reached")
 
 
 def parse(parser: configargparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

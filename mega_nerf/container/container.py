@@ -34,10 +34,11 @@ class Container(nn.Module):
         configs = list(model_config) if isinstance(model_config, (list, tuple)) else [model_config] * len(cell_ids)
         if len(configs) != len(cell_ids):
             raise ValueError(f"{len(configs)} model configs for {len(cell_ids)} cells")
-        shared = {(c["bg_nerf"], c["appearance_count"], c["appearance_dim"]) for c in configs}
+        shared = {(c["bg_nerf"], c["appearance_count"], c["appearance_dim"], c.get("white_background", False))
+                  for c in configs}
         if len(shared) > 1:
-            raise UserError("cells disagree on bg_nerf, appearance count or appearance_dim; train every cell with "
-                            "the same dataset and those options")
+            raise UserError("cells disagree on bg_nerf, appearance count, appearance_dim or white_background; "
+                            "train every cell with the same dataset and those options")
         self.model_configs = configs
         self.bounds = bounds
         self.cell_ids = list(cell_ids)
@@ -59,6 +60,10 @@ class Container(nn.Module):
     @property
     def has_occupancy(self) -> bool:
         return self.occupancy_grids is not None
+
+    @property
+    def white_background(self) -> bool:
+        return bool(self.model_configs[0].get("white_background", False)) if self.model_configs else False
 
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N,) bool: occupied in the grid of any cell that answers for the point."""

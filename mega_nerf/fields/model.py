@@ -39,6 +39,7 @@ def model_config_from_args(args: argparse.Namespace, bounds: SceneBounds, appear
     cfg = {key: getattr(args, key) for key in COMMON_KEYS + BACKEND_KEYS[args.model_type]}
     cfg["appearance_count"] = appearance_count
     cfg["aabb"] = torch.stack([center - radius, center + radius]).tolist()
+    cfg["white_background"] = bool(getattr(args, "white_background", False))
     return cfg
 
 
@@ -91,6 +92,11 @@ class SceneModel(nn.Module):
     @property
     def has_occupancy(self) -> bool:
         return self.occupancy is not None
+
+    @property
+    def white_background(self) -> bool:
+        """Light left after the foreground composites onto white (see the renderer)."""
+        return bool(self.config.get("white_background", False))
 
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
         return self.occupancy.occupied_at(x)

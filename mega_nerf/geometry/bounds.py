@@ -1,6 +1,8 @@
-"""Where the scene is: near/far, altitude planes and the foreground ellipsoid.
+"""Where the scene is: near/far, altitude planes and the foreground ellipsoid (or box).
 
-All quantities are in normalised DRB coordinates (``(metric - origin_drb) / pose_scale_factor``);
+Aerial scenes use Mega-NeRF's ellipsoid around the cameras; object-centric scenes
+(``--foreground_bounds``, e.g. NeRF-Synthetic) use an axis-aligned box around the object, with the
+cameras outside it: rays are clipped to the box.  All quantities are in normalised DRB coordinates (``(metric - origin_drb) / pose_scale_factor``);
 altitude is -x, so the altitude range is ``[top, ground]`` with ``top < ground``.
 """
 from __future__ import annotations
@@ -26,9 +28,10 @@ class SceneBounds:
     near: float  # normalised
     far: Optional[float]  # normalised; None = unbounded (background model) or 2 without one
     altitude_range: Optional[list]  # normalised [top, ground]
-    center: list  # ellipsoid centre (3,)
-    radius: list  # ellipsoid semi-axes (3,)
+    center: list  # ellipsoid (or box) centre (3,)
+    radius: list  # ellipsoid semi-axes (or box half-extents) (3,)
     center_pixels: bool = True
+    box: bool = False  # True: the foreground is the box center +- radius (``--foreground_bounds``)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,15 +54,22 @@ def normalized_altitude_range(ray_altitude_range, origin_drb: torch.Tensor, scal
 def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tensor, pose_scale_factor: float,
                          ray_altitude_range=None, near: float = 1.0, far: Optional[float] = None,
                          ellipse_bounds: bool = True, ellipse_scale_factor: float = 1.1,
-                         center_pixels: bool = True) -> SceneBounds:
-    """Mega-NeRF's foreground ellipsoid around the cameras and the altitude slab.
+                         center_pixels: bool = True, foreground_bounds=None) -> SceneBounds:
+    """Mega-NeRF's foreground ellipsoid around the cameras and the altitude slab, or a box.
 
     Args:
         camera_positions: (N, 3) normalised camera centres (train and val).
         ray_altitude_range: metric DRB x ``[top, ground]`` or None.
+        foreground_bounds: metric DRB ``[xmin, ymin, zmin, xmax, ymax, zmax]`` or None: the
+            foreground is this box (it wins over ``ellipse_bounds``).
     """
     alt = normalized_altitude_range(ray_altitude_range, origin_drb, pose_scale_factor)
-    if ellipse_bounds:
+    if foreground_bounds is not None:
+        lo, hi = torch.tensor([float(v) for v in foreground_bounds], dtype=torch.float64).reshape(2, 3)
+        lo = (lo - origin_drb.double()) / pose_scale_factor
+        hi = (hi - origin_drb.double()) / pose_scale_factor
+        center, radius = (lo + hi) / 2, (hi - lo) / 2
+    elif ellipse_bounds:
         min_p = camera_positions.min(0).values.clone()
         max_p = camera_positions.max(0).values.clone()
         if alt is not None:
@@ -83,7 +93,7 @@ def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tenso
         origin_drb=[float(v) for v in origin_drb], pose_scale_factor=float(pose_scale_factor),
         near=near / pose_scale_factor, far=None if far is None else far / pose_scale_factor,
         altitude_range=alt, center=[float(v) for v in center], radius=[float(v) for v in radius],
-        center_pixels=center_pixels)
+        center_pixels=center_pixels, box=foreground_bounds is not None)
 
 
 ALTITUDE_RANGE_MISSING = ("ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x, "
@@ -96,13 +106,15 @@ def scene_bounds_from_args(dataset, args, require_altitude_range: bool) -> Scene
     Args:
         dataset: a :class:`mega_nerf.data.format.PosedDataset`.
         require_altitude_range: refuse a config without ``ray_altitude_range`` (masks always
-            need it; training only while the ellipsoid bounds are on).
+            need it; training only while the ellipsoid bounds are on) unless ``--foreground_bounds``
+            gives the scene's extent.
     """
-    if require_altitude_range and args.ray_altitude_range is None:
+    foreground = getattr(args, "foreground_bounds", None)
+    if require_altitude_range and args.ray_altitude_range is None and foreground is None:
         raise UserError(ALTITUDE_RANGE_MISSING)
     return compute_scene_bounds(dataset.camera_positions, dataset.origin_drb, dataset.pose_scale_factor,
                                 args.ray_altitude_range, args.near, args.far, args.ellipse_bounds,
-                                args.ellipse_scale_factor, args.center_pixels)
+                                args.ellipse_scale_factor, args.center_pixels, foreground)
 
 
 def truncate_with_altitude_planes(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor,
@@ -149,7 +161,35 @@ def ellipsoid_exit(rays_o: torch.Tensor, rays_d: torch.Tensor, center: torch.Ten
     return (-b + disc.sqrt()) / a
 
 
+def box_crossing(rays_o: torch.Tensor, rays_d: torch.Tensor, center: torch.Tensor,
+                 radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances where rays enter and leave the box ``center +- radius`` (slab test).
+
+    Returns:
+        t_enter, t_exit: (N,); both 0 for rays that miss the box (or have it behind them), so
+        their foreground segment ``[max(near, t_enter), min(far, t_exit)]`` is empty.
+    """
+    d = torch.where(rays_d.abs() < 1e-9, torch.full_like(rays_d, 1e-9), rays_d)
+    t_lo = (center - radius - rays_o) / d
+    t_hi = (center + radius - rays_o) / d
+    t_enter = torch.minimum(t_lo, t_hi).max(-1).values
+    t_exit = torch.maximum(t_lo, t_hi).min(-1).values
+    hit = (t_exit > t_enter) & (t_exit > 0)
+    zero = torch.zeros_like(t_enter)
+    return torch.where(hit, t_enter, zero), torch.where(hit, t_exit, zero)
+
+
+def foreground_exit(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds) -> torch.Tensor:
+    """(N,) distance along each ray to where it leaves the foreground (ellipsoid or box)."""
+    center, radius = bounds.ellipsoid(rays_o.device)
+    if bounds.box:
+        return box_crossing(rays_o, rays_d, center, radius)[1]
+    return ellipsoid_exit(rays_o, rays_d, center, radius)
+
+
 def check_cameras_inside(rays_o: torch.Tensor, bounds: SceneBounds, where: str) -> None:
+    if bounds.box:
+        return  # object-centric: the cameras look at the box from outside
     center, radius = bounds.ellipsoid(rays_o.device)
     r = ((rays_o - center) / radius).norm(dim=-1).max()
     if r >= 1:
@@ -161,6 +201,9 @@ def ray_bounds(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
                background: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-ray [near, far] as Mega-NeRF computes them for training and rendering.
 
+    With a foreground box, the foreground segment also starts where the ray enters the box;
+    rays that miss it get an empty one.
+
     Returns:
         near, far: (N,).
     """
@@ -168,4 +211,10 @@ def ray_bounds(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
     far_default = bounds.far if bounds.far is not None else (UNBOUNDED_FAR if background else 2.0)
     near = torch.full((n,), bounds.near, device=rays_o.device)
     far = torch.full((n,), far_default, device=rays_o.device)
+    if bounds.box:
+        center, radius = bounds.ellipsoid(rays_o.device)
+        t_enter, t_exit = box_crossing(rays_o, rays_d, center, radius)
+        near = torch.maximum(near, t_enter)
+        if not background:  # nothing beyond the box
+            far = torch.maximum(torch.minimum(far, t_exit), near)
     return truncate_with_altitude_planes(rays_o, rays_d, near, far, bounds.altitude_range)

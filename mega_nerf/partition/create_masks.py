@@ -17,7 +17,7 @@ from mega_nerf import distributed
 from mega_nerf.config import add_scene_options, new_parser, parse
 from mega_nerf.data.format import load_dataset
 from mega_nerf.errors import UserError, require
-from mega_nerf.geometry.bounds import scene_bounds_from_args, truncate_with_altitude_planes
+from mega_nerf.geometry.bounds import box_crossing, scene_bounds_from_args, truncate_with_altitude_planes
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.io_utils import atomic_torch_save
 from mega_nerf.partition.centroids import grid_centroids
@@ -65,6 +65,9 @@ def _plan(args: argparse.Namespace) -> dict:
         "ray_samples": args.ray_samples, "center_pixels": args.center_pixels,
         "image_stems": [m.stem for m in dataset.items],
     }
+    if bounds.box:  # object-centric scene: rays count only inside the foreground box
+        plan["foreground_bounds"] = list(args.foreground_bounds)
+        plan["foreground_box"] = torch.tensor([bounds.center, bounds.radius])
     return dataset, plan
 
 
@@ -121,6 +124,10 @@ def create_cluster_masks(args: argparse.Namespace) -> dict:
             d = rays_d[start:start + args.ray_chunk_size]
             near = torch.full((len(o),), plan["near"], device=device)
             far = torch.full((len(o),), plan["far"], device=device)
+            if "foreground_box" in plan:
+                t_enter, t_exit = box_crossing(o, d, *plan["foreground_box"].to(device))
+                near = torch.maximum(near, t_enter)
+                far = torch.maximum(torch.minimum(far, t_exit), near)
             near, far = truncate_with_altitude_planes(o, d, near, far, plan["ray_altitude_range"])
             member[start:start + len(o)] = ray_cell_membership(
                 o, d, near, far, centroids, args.boundary_margin, args.cluster_2d, args.ray_samples).cpu()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mega_nerf.geometry.bounds import SceneBounds, ellipsoid_exit, ray_bounds
+from mega_nerf.geometry.bounds import SceneBounds, foreground_exit, ray_bounds
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.render.volume import (
     OPAQUE_DELTA,
@@ -49,20 +49,28 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
         train: jitter samples (stratified / random inverse-CDF) instead of deterministic ones.
     Returns:
         rgb (N, 3), depth (N,), rgb_fg (N, 3), transmittance_fg (N,).
+
+    A model with ``white_background`` (and no background model) composites the light left after
+    the foreground onto white instead of making the last sample opaque.
     """
     n = rays_o.shape[0]
     has_bg_model = getattr(model, "has_background", False)
+    white = getattr(model, "white_background", False)
     near, far = ray_bounds(rays_o, rays_d, bounds, has_bg_model)
     center, radius = bounds.ellipsoid(rays_o.device)
-    t_exit = ellipsoid_exit(rays_o, rays_d, center, radius)
+    t_exit = foreground_exit(rays_o, rays_d, bounds)
     fg_far = torch.minimum(far, torch.maximum(t_exit, near))
     has_bg = (far > t_exit) if has_bg_model else torch.zeros(n, dtype=torch.bool, device=rays_o.device)
+    open_end = torch.ones_like(has_bg) if white else has_bg  # no opaque last sample
 
     if getattr(model, "has_occupancy", False):
-        fg = _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg, sampling, train)
+        fg = _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, open_end, sampling, train)
     else:
-        fg = _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train)
+        fg = _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, open_end, sampling,
+                                   train)
     out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
+    if white:
+        out["rgb"] = out["rgb"] + fg["transmittance"][:, None]
 
     if has_bg_model and bool(has_bg.any()):
         idx = torch.nonzero(has_bg).reshape(-1)

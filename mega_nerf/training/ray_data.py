@@ -54,7 +54,7 @@ def select_val_pixels(mask: Optional[torch.Tensor], H: int, W: int, all_val: boo
 
 def pixel_selector(mask_root: Optional[Path], cell: Optional[int], val_protocol: str, all_val: bool,
                    full_sizes: dict) -> Callable[[ImageMetadata], Optional[torch.Tensor]]:
-    """Per image (at training scale) the flat bool of pixels this run trains on.
+    """Per image (at training scale) the flat bool of pixels this run trains on (None: none).
 
     Args:
         mask_root: the mask folder (parent of ``<cell>/``) or None to train on every pixel.
@@ -73,7 +73,9 @@ def pixel_selector(mask_root: Optional[Path], cell: Optional[int], val_protocol:
             if val_protocol == "held_out":
                 return None
             return select_val_pixels(mask, item.H, item.W, all_val, item.image_index).reshape(-1)
-        return None if mask is None else mask.reshape(-1)
+        if mask is None:  # whole-scene training: every pixel of a training image
+            return torch.ones(item.H * item.W, dtype=torch.bool)
+        return mask.reshape(-1)
 
     return select
 

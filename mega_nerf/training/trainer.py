@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,8 +41,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def time_checkpoint_path(exp_dir: Path, seconds: float) -> Path:
+    """Where ``--checkpoint_at_seconds`` puts the checkpoint of a mark: ``models/t<seconds>.pt``."""
+    return exp_dir / CHECKPOINT_DIR / f"t{seconds:g}.pt"
+
+
+class TrainingClock:
+    """Wall time of the training loop only: paused around chunk writing, validation and saving."""
+
+    def __init__(self, elapsed: float = 0.0):
+        self.before = elapsed
+        self.started: Optional[float] = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.started is not None:
+            self.before += time.perf_counter() - self.started
+            self.started = None
+
+    @property
+    def seconds(self) -> float:
+        return self.before + (0.0 if self.started is None else time.perf_counter() - self.started)
+
+    @contextlib.contextmanager
+    def paused(self):
+        running = self.started is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()
+
+
 def checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
-    """``(iteration, path)`` of every complete checkpoint, oldest first."""
+    """``(iteration, path)`` of every complete checkpoint, oldest first (not the time marks)."""
     folder = exp_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
@@ -73,8 +109,12 @@ def check_params_match(params: dict, bounds: SceneBounds, where: Path) -> None:
     if params["ray_altitude_range"] is not None and bounds.altitude_range is not None:
         same &= bool(np.allclose(params["ray_altitude_range"], bounds.altitude_range, atol=1e-6))
     same &= math.isclose(params["near"], bounds.near, rel_tol=1e-6)
-    require(same, f"{where}: masks were made with another dataset frame or near/altitude settings; use the "
-                  f"same config for create_cluster_masks.py and train.py")
+    box = params.get("foreground_box")
+    same &= (box is not None) == bounds.box
+    if box is not None and bounds.box:
+        same &= torch.allclose(box.float(), torch.tensor([bounds.center, bounds.radius]), atol=1e-6)
+    require(same, f"{where}: masks were made with another dataset frame or near/altitude/foreground_bounds "
+                  f"settings; use the same config for create_cluster_masks.py and train.py")
 
 
 class Trainer:
@@ -97,8 +137,11 @@ class Trainer:
         seed_everything(args.random_seed)  # the same seed gives the same initial weights
         self.model = SceneModel(self.model_config).to(self.device)
         self.lr = args.lr if args.lr is not None else DEFAULT_LR[args.model_type]
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.99), eps=1e-15,
+                                          fused=self.device.type == "cuda")
         self.iteration = 0
+        self.clock = TrainingClock()
+        self.time_marks: list[dict] = []  # checkpoints saved at --checkpoint_at_seconds marks
         self.stream_state: Optional[dict] = None
         # Density at which one candidate step is as opaque as --occupancy_alpha_threshold.
         aabb = torch.tensor(self.model_config["aabb"])
@@ -128,18 +171,32 @@ class Trainer:
         return chunks
 
     # ------------------------------------------------------------- checkpoints
-    def save_checkpoint(self) -> Path:
-        path = self.exp_dir / CHECKPOINT_DIR / f"{self.iteration}.pt"
+    def _write_checkpoint(self, path: Path) -> None:
         atomic_torch_save({
-            "iteration": self.iteration, "model_config": self.model_config, "bounds": self.bounds.to_dict(),
-            "cell": self.cell, "model_state_dict": self.model.state_dict(),
+            "iteration": self.iteration, "elapsed_seconds": self.clock.seconds, "model_config": self.model_config,
+            "bounds": self.bounds.to_dict(), "cell": self.cell, "model_state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
+            "time_marks": self.time_marks,
             "torch_random_state": torch.get_rng_state(), "np_random_state": np.random.get_state(),
             "random_state": random.getstate(),
         }, path)
+
+    def save_time_checkpoint(self, mark: float) -> Path:
+        """``models/t<mark>.pt`` for a ``--checkpoint_at_seconds`` mark (never rotated away)."""
+        path = time_checkpoint_path(self.exp_dir, mark)
+        self.time_marks.append({"mark_seconds": mark, "elapsed_seconds": self.clock.seconds,
+                                "iteration": self.iteration, "path": str(path)})
+        self._write_checkpoint(path)
+        return path
+
+    def save_checkpoint(self) -> Path:
+        path = self.exp_dir / CHECKPOINT_DIR / f"{self.iteration}.pt"
+        self._write_checkpoint(path)
+        # Keep only the newest and the final one (hash-grid checkpoints are large); a time-based
+        # run's final one is its newest, and its time marks (t<S>.pt) are never touched here.
+        final = self.args.train_iterations if self.args.train_seconds is None else None
         for iteration, old in checkpoints(self.exp_dir):
-            if old != path and iteration != self.args.train_iterations:
-                # Keep only the newest and the final one: hash-grid checkpoints are large.
+            if old != path and iteration != final:
                 old.unlink(missing_ok=True)
         return path
 
@@ -155,7 +212,7 @@ class Trainer:
         except Exception as e:
             raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}); delete it to resume from an "
                             f"older one") from None
-        if state["model_config"] != self.model_config:
+        if {"white_background": False, **state["model_config"]} != self.model_config:
             raise UserError(f"{path}: checkpoint was trained with other model settings; use a new --exp_name")
         if state.get("cell") != self.cell:
             raise UserError(f"{path}: checkpoint belongs to cell {state.get('cell')}, this run trains cell "
@@ -163,6 +220,8 @@ class Trainer:
         self.model.load_state_dict(state["model_state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
+        self.clock = TrainingClock(state.get("elapsed_seconds", 0.0))
+        self.time_marks = list(state.get("time_marks", []))
         self.stream_state = state["stream_state"]
         torch.set_rng_state(state["torch_random_state"])
         np.random.set_state(state["np_random_state"])
@@ -171,7 +230,18 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _lr(self, iteration: int) -> float:
-        return self.lr * self.args.lr_decay_factor ** (iteration / self.args.train_iterations)
+        """Exponential decay over ``train_iterations``, constant after (time-based runs)."""
+        return self.lr * self.args.lr_decay_factor ** (min(iteration, self.args.train_iterations)
+                                                      / self.args.train_iterations)
+
+    def finished(self) -> bool:
+        if self.args.train_seconds is not None:
+            return self.clock.seconds >= self.args.train_seconds
+        return self.iteration >= self.args.train_iterations
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _write_experiment_files(self) -> None:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
@@ -202,21 +272,32 @@ class Trainer:
         args = self.args
         self._write_experiment_files()
         self.maybe_resume()
-        if self.iteration >= args.train_iterations:
-            print(f"{self.exp_dir}: already trained ({self.iteration} iterations)", flush=True)
+        if self.finished():
+            done = (f"{self.clock.seconds:.1f} s" if args.train_seconds is not None
+                    else f"{self.iteration} iterations")
+            print(f"{self.exp_dir}: already trained ({done})", flush=True)
             return json.loads((self.exp_dir / "train_summary.json").read_text()) \
                 if (self.exp_dir / "train_summary.json").exists() else {}
+        chunk_started = time.perf_counter()
         chunks = self.prepare_chunks()
+        chunk_seconds = time.perf_counter() - chunk_started
         table = RayTable(self.items, self.device, args.center_pixels)
         stream = ChunkStream(chunks, args.batch_size, args.random_seed, self.stream_state)
         writer = SummaryWriter(str(self.exp_dir / "tb"))
         use_amp = args.amp and self.device.type == "cuda"
-        start_iteration, started = self.iteration, time.time()
-        progress = tqdm(total=args.train_iterations, initial=self.iteration, desc=f"train {self.exp_dir.name}",
-                        file=sys.stdout, mininterval=2.0, dynamic_ncols=True)
+        timed = args.train_seconds is not None
+        marks = sorted(m for m in args.checkpoint_at_seconds if m > self.clock.seconds)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start_iteration, start_seconds, started = self.iteration, self.clock.seconds, time.time()
+        progress = tqdm(total=None if timed else args.train_iterations, initial=self.iteration,
+                        desc=f"train {self.exp_dir.name}", file=sys.stdout, mininterval=2.0, dynamic_ncols=True)
         loss_value = psnr_value = float("nan")
+        loss = None
         batches = iter(stream)
-        while self.iteration < args.train_iterations:
+        saved_iteration = None
+        self.clock.start()
+        while not self.finished():
             rgb_u8, ids = next(batches)
             self.stream_state = dict(stream.state)
             rays_o, rays_d, appearance = table.rays(ids)
@@ -237,24 +318,44 @@ class Trainer:
             if self.model.has_occupancy and self.iteration % args.occupancy_update_interval == 0:
                 self.model.occupancy.update(self.model.density, self.occupancy_threshold)
             progress.update(1)
-            if self.iteration % args.log_interval == 0 or self.iteration == args.train_iterations:
+            last = not timed and self.iteration == args.train_iterations
+            if self.iteration % args.log_interval == 0 or last:
                 loss_value = loss.item()
                 psnr_value = -10 * math.log10(max(loss_value, 1e-10))
                 writer.add_scalar("train/loss", loss_value, self.iteration)
                 writer.add_scalar("train/psnr", psnr_value, self.iteration)
                 writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
                 progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
+            if marks and self.clock.seconds >= marks[0]:
+                self._sync()  # the clock must cover the work queued so far
+                with self.clock.paused():
+                    while marks and self.clock.seconds >= marks[0]:
+                        self.save_time_checkpoint(marks.pop(0))
             if self.iteration % args.val_interval == 0:
-                self.validate(writer)
-            if self.iteration % args.ckpt_interval == 0 or self.iteration == args.train_iterations:
-                self.save_checkpoint()
+                with self.clock.paused():
+                    self.validate(writer)
+            if self.iteration % args.ckpt_interval == 0 or last:
+                with self.clock.paused():
+                    self.save_checkpoint()
+                    saved_iteration = self.iteration
+        self._sync()
+        self.clock.stop()
         progress.close()
-        elapsed = time.time() - started
+        if loss is not None and self.iteration % args.log_interval != 0:
+            loss_value = loss.item()
+            psnr_value = -10 * math.log10(max(loss_value, 1e-10))
+        if saved_iteration != self.iteration:
+            self.save_checkpoint()
+        train_seconds = self.clock.seconds - start_seconds
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         val_psnr = self.validate(writer)
         writer.close()
-        summary = {"iterations": self.iteration, "seconds": elapsed,
-                   "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(elapsed, 1e-9),
-                   "final_train_loss": loss_value, "final_train_psnr": psnr_value, "val_psnr_first_image": val_psnr,
+        summary = {"iterations": self.iteration, "seconds": train_seconds, "wall_seconds": time.time() - started,
+                   "chunk_seconds": chunk_seconds, "elapsed_seconds": self.clock.seconds,
+                   "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(train_seconds, 1e-9),
+                   "batch_size": args.batch_size, "final_train_loss": loss_value, "final_train_psnr": psnr_value,
+                   "val_psnr_first_image": val_psnr, "time_checkpoints": self.time_marks,
+                   "peak_memory_bytes": peak,
                    "training_rays": chunks.num_rays, "chunk_bytes_per_ray": chunks.bytes_on_disk / chunks.num_rays,
                    "parameters": self.model.parameter_count(), "device": str(self.device),
                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cell": self.cell}
