@@ -4,6 +4,10 @@ throughput (rays/s through the real renderer), peak GPU memory and parameter cou
 
     python bench/fields.py [--points 1048576] [--compile]
 
+The hash backend is timed with the Triton kernels (when Triton and CUDA are present) and with the
+pure-PyTorch reference encoding; before timing, the kernels are checked against the reference on
+the benchmark's own table and points (relative error of features and table gradients).
+
 Writes bench/results/fields.json (and $OUT/fields.json on the device machine).
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import versions, write_result  # noqa: E402
+from mega_nerf.fields import hash_kernels  # noqa: E402
 from mega_nerf.fields.model import build_foreground  # noqa: E402
 from mega_nerf.geometry.bounds import SceneBounds  # noqa: E402
 from mega_nerf.render.renderer import SamplingConfig, render_rays  # noqa: E402
@@ -73,11 +78,32 @@ def timed(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_backend(kind: str, points: int, rays: int, device: torch.device, compile_field: bool, repeats: int) -> dict:
+def check_hash_kernels(points: int, device: torch.device) -> dict:
+    """Triton kernels against the reference encoding on the bench's hash grid: max relative error."""
+    torch.manual_seed(0)
+    enc = build_foreground(model_config("hash")).encoding.to(device)
+    enc.embeddings.data.uniform_(-1, 1)
+    x = torch.rand(points, 3, device=device)
+    ref = enc.reference_forward(x)
+    out = hash_kernels.hash_encode(x, enc.embeddings, enc.resolutions, enc.level_offsets, enc.level_sizes,
+                                   enc.dense_i8)
+    g = torch.randn_like(ref)
+    grad_ref, = torch.autograd.grad(ref, enc.embeddings, g)
+    grad_out, = torch.autograd.grad(out, enc.embeddings, g)
+    return {"points": points,
+            "forward_max_rel_error": float((out - ref).abs().max() / ref.abs().max()),
+            "backward_max_rel_error": float((grad_out - grad_ref).abs().max() / grad_ref.abs().max()),
+            "backward_rms_rel_error": float((grad_out - grad_ref).norm() / grad_ref.norm())}
+
+
+def bench_backend(kind: str, points: int, rays: int, device: torch.device, compile_field: bool, repeats: int,
+                  kernel: str = "torch") -> dict:
     torch.manual_seed(0)
     field = build_foreground(model_config(kind)).to(device)
+    if kind == "hash":
+        field.encoding.use_triton = kernel == "triton"
     params = field.parameter_count()
-    opt = torch.optim.Adam(field.parameters(), lr=1e-3, eps=1e-15)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3, eps=1e-15, fused=device.type == "cuda")
     run = torch.compile(field) if compile_field else field
     x = torch.rand(points, 3, device=device) * 2 - 1
     d = torch.nn.functional.normalize(torch.randn(points, 3, device=device), dim=-1)
@@ -113,7 +139,7 @@ def bench_backend(kind: str, points: int, rays: int, device: torch.device, compi
             render_rays(model, rays_o, rays_d, app, bounds, SamplingConfig(64, 64, 0), train=False)
 
     render_s = timed(render, repeats)
-    return {"backend": kind, "compiled": compile_field, "parameters": params,
+    return {"backend": kind, "kernel": kernel, "compiled": compile_field, "parameters": params,
             "train_samples_per_second": points / train_s, "train_step_ms": train_s * 1e3,
             "render_rays_per_second": rays / render_s, "render_samples_per_ray": 64 + 64,
             "peak_train_memory_gib": None if peak is None else peak / 2 ** 30}
@@ -128,28 +154,36 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=list(SIZES))
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_triton = device.type == "cuda" and hash_kernels.available()
+    kernel_check = check_hash_kernels(args.points, device) if use_triton else None
+    if kernel_check:
+        print(json.dumps({"hash_kernel_check": kernel_check}), flush=True)
     rows = []
     for kind in args.backends:
-        for compiled in ([False, True] if args.compile else [False]):
-            try:
-                rows.append(bench_backend(kind, args.points, args.rays, device, compiled, args.repeats))
-            except Exception as e:  # record the failure, keep measuring the others
-                rows.append({"backend": kind, "compiled": compiled, "error": f"{type(e).__name__}: {e}"[:500]})
-            print(json.dumps(rows[-1]), flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        kernels = (["triton", "torch"] if use_triton else ["torch"]) if kind == "hash" else ["torch"]
+        for kernel in kernels:
+            for compiled in ([False, True] if args.compile else [False]):
+                try:
+                    rows.append(bench_backend(kind, args.points, args.rays, device, compiled, args.repeats, kernel))
+                except Exception as e:  # record the failure, keep measuring the others
+                    rows.append({"backend": kind, "kernel": kernel, "compiled": compiled,
+                                 "error": f"{type(e).__name__}: {e}"[:500]})
+                print(json.dumps(rows[-1]), flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     result = {"name": "fields", "command": " ".join(["python", *sys.argv]),
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
               "versions": versions(),
-              "points_per_step": args.points, "rays_per_render": args.rays, "rows": rows}
+              "points_per_step": args.points, "rays_per_render": args.rays,
+              "hash_kernel_check": kernel_check, "rows": rows}
     write_result("fields", result)
-    print(f"\n{'backend':<8}{'compiled':>9}{'params':>12}{'train Msamples/s':>18}{'render krays/s':>16}{'peak GiB':>10}")
+    print(f"\n{'backend':<8}{'kernel':>7}{'compiled':>9}{'params':>12}{'train Msamples/s':>18}{'render krays/s':>16}{'peak GiB':>10}")
     for r in rows:
         if "error" in r:
-            print(f"{r['backend']:<8}{str(r['compiled']):>9}  error: {r['error'][:80]}")
+            print(f"{r['backend']:<8}{r['kernel']:>7}{str(r['compiled']):>9}  error: {r['error'][:80]}")
             continue
         mem = "-" if r["peak_train_memory_gib"] is None else f"{r['peak_train_memory_gib']:.2f}"
-        print(f"{r['backend']:<8}{str(r['compiled']):>9}{r['parameters']:>12,}{r['train_samples_per_second'] / 1e6:>18.1f}"
+        print(f"{r['backend']:<8}{r['kernel']:>7}{str(r['compiled']):>9}{r['parameters']:>12,}{r['train_samples_per_second'] / 1e6:>18.1f}"
               f"{r['render_rays_per_second'] / 1e3:>16.1f}{mem:>10}")
 
 

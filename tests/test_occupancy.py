@@ -36,7 +36,7 @@ def test_decay_keeps_a_cell_for_a_while_after_its_density_drops():
     assert not bool(grid.occupied.any())
 
 
-def test_occupied_samples_are_the_first_occupied_candidates_padded_to_a_fixed_shape():
+def test_occupied_samples_are_the_occupied_candidates_padded_to_a_fixed_shape():
     rays_o = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     rays_d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     near, far = torch.zeros(2), torch.ones(2)
@@ -58,6 +58,63 @@ def test_occupied_samples_are_the_first_occupied_candidates_padded_to_a_fixed_sh
     out = composite_intervals(torch.full((2, 30), 1e4), torch.ones(2, 30, 3), z, deltas)
     assert torch.allclose(out["rgb"][0], torch.ones(3)) and torch.allclose(out["rgb"][1], torch.zeros(3))
     assert 0.3 < float(out["depth"][0]) < 0.33
+
+
+def test_more_occupied_candidates_than_samples_are_strided_over_the_whole_occupied_length():
+    rays_o, rays_d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    near, far = torch.zeros(1), torch.ones(1)
+
+    def occupied(p):  # two occupied segments: 20 + 30 of the 101 candidates (0, 0.01, ..., 1)
+        return ((p[:, 0] > 0.105) & (p[:, 0] < 0.305)) | ((p[:, 0] > 0.595) & (p[:, 0] < 0.895))
+
+    z, deltas, valid = occupied_samples(rays_o, rays_d, near, far, occupied, num_candidates=101, num_samples=10,
+                                        perturb=False)
+    assert bool(valid.all())
+    zs = z[0]
+    assert bool(occupied(torch.stack([zs, torch.zeros(10), torch.zeros(10)], -1)).all())
+    assert bool((zs[1:] > zs[:-1]).all())
+    # Both segments are sampled (not only the front one), in proportion to their lengths.
+    assert int((zs < 0.5).sum()) == 4 and int((zs > 0.5).sum()) == 6
+    # Each sample stands for 5 candidate intervals: together the occupied length is covered.
+    assert torch.allclose(deltas.sum(), torch.tensor(50 * 0.01))
+
+
+def test_update_keeps_every_cell_that_holds_surface_in_the_synthetic_city(tmp_path):
+    """A field whose density is a thin shell (half a cell thick) around the city's exact
+    surfaces: after a few updates no cell that holds a surface point seen by a training camera
+    is culled, while most of the air is."""
+    from mega_nerf.data.format import load_dataset
+    from mega_nerf.geometry.rays import image_rays
+    from mega_nerf.synthetic.city import load_scene, write_dataset
+
+    write_dataset(tmp_path / "tiny", "tiny", seed=0, progress=False)
+    scene, dataset = load_scene(tmp_path / "tiny"), load_dataset(tmp_path / "tiny")
+    surface = []
+    for item in dataset.train:
+        md = item.scaled(2)
+        rays_o, rays_d = image_rays(md.W, md.H, md.intrinsics, md.c2w)
+        _, depth = scene.cast(rays_o, rays_d)
+        hit = torch.isfinite(depth)
+        unit = torch.nn.functional.normalize(rays_d[hit], dim=-1)
+        surface.append(rays_o[hit] + depth[hit, None] / dataset.pose_scale_factor * unit)
+    surface = torch.cat(surface)
+    lo, hi = surface.min(0).values, surface.max(0).values
+    box = torch.stack([lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)])
+    resolution = 24
+    grid = OccupancyGrid(box, resolution=resolution)
+    cell_m = float((box[1] - box[0]).min()) * dataset.pose_scale_factor / resolution
+
+    def shell(points):
+        distance = scene.surface_distance_enu(scene.normalized_drb_to_enu(points))
+        return (1e3 * torch.exp(-(distance / (0.25 * cell_m)) ** 2)).float()
+
+    torch.manual_seed(0)
+    for _ in range(8):
+        grid.update(shell, threshold=10.0)
+    index, inside = grid.cell_index(surface)
+    assert bool(inside.all())
+    assert bool(grid.occupied[index].all()), f"{int((~grid.occupied[index]).sum())} surface points culled"
+    assert grid.occupied_fraction() < 0.5
 
 
 def test_container_point_is_occupied_if_any_answering_cell_says_so():

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from mega_nerf.fields import hash_kernels
+
 # Instant-NGP's spatial hash primes (the first is 1 so coherent x-neighbours stay close in memory).
 _PRIMES = (1, 2654435761, 805459861)
 
@@ -37,6 +39,10 @@ class HashGridEncoding(nn.Module):
 
     Levels whose dense grid fits in the table are indexed densely (no collisions); finer levels
     are hashed.  Inputs are points in the unit cube; points outside are clamped.
+
+    On CUDA with Triton installed, :mod:`~mega_nerf.fields.hash_kernels` computes the same
+    features in fused kernels; :meth:`reference_forward` is the pure-PyTorch definition they are
+    tested against, used on CPU and whenever a gradient with respect to the points is needed.
     """
 
     def __init__(self, levels: int = 16, features_per_level: int = 2, log2_table_size: int = 19,
@@ -53,19 +59,33 @@ class HashGridEncoding(nn.Module):
                              persistent=False)
         self.register_buffer("dense", torch.tensor([(r + 1) ** 3 <= self.table_size for r in resolutions]),
                              persistent=False)
+        self.register_buffer("dense_i8", self.dense.to(torch.int8), persistent=False)
+        #: Use the Triton kernels where they apply (switch off to time or debug the reference).
+        self.use_triton = True
         self.embeddings = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
 
     @property
     def output_dim(self) -> int:
         return self.levels * self.features_per_level
 
+    def triton_applies(self, x: torch.Tensor) -> bool:
+        return (self.use_triton and x.is_cuda and hash_kernels.available()
+                and not (x.requires_grad and torch.is_grad_enabled()))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
         Args:
             x: (N, 3) points in [0, 1]^3.
         Returns:
-            (N, levels * features_per_level) features.
+            (N, levels * features_per_level) float32 features.
         """
+        if self.triton_applies(x):
+            return hash_kernels.hash_encode(x, self.embeddings, self.resolutions, self.level_offsets,
+                                            self.level_sizes, self.dense_i8)
+        return self.reference_forward(x)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pure-PyTorch features: (N, 3) -> (N, levels * features_per_level)."""
         x = x.float().clamp(0, 1)
         scaled = x[:, None, :] * self.resolutions[None, :, None].float()  # (N, L, 3)
         base = scaled.floor().long()

@@ -79,24 +79,33 @@ def composite_intervals(sigma: torch.Tensor, rgb: torch.Tensor, z: torch.Tensor,
 def occupied_samples(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                      occupied_fn, num_candidates: int, num_samples: int,
                      perturb: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The first ``num_samples`` of ``num_candidates`` evenly spaced samples that fall in occupied
-    space: a fixed-shape, padded batch (compiled code never sees a new shape).
+    """``num_samples`` samples spread evenly over the occupied part of each ray: a fixed-shape,
+    padded batch, so compiled code never sees a new shape.
+
+    ``num_candidates`` evenly spaced candidates are tested against the occupancy grid.  A ray
+    with at most ``num_samples`` occupied candidates keeps all of them; a ray with ``c`` more
+    keeps every ``c / num_samples``-th one, each standing for that many candidate intervals, so
+    the whole occupied length is still covered (never just its front).
 
     Args:
         rays_o, rays_d: (N, 3); near, far: (N,); occupied_fn: (M, 3) points -> (M,) bool.
     Returns:
-        z (N, K) depths (increasing over the valid entries), deltas (N, K) interval lengths
-        (zero where invalid), valid (N, K) bool.
+        z (N, K) depths (increasing over the valid entries; invalid ones repeat the last valid
+        depth at the last candidate), deltas (N, K) interval lengths (zero where invalid), valid (N, K) bool.
     """
     z = stratified_samples(near, far, num_candidates, perturb)
     step = (far - near) / max(num_candidates - 1, 1)  # spacing of the candidates
     points = rays_o[:, None] + rays_d[:, None] * z[..., None]
     occupied = occupied_fn(points.reshape(-1, 3)).reshape(z.shape)
-    position = torch.arange(num_candidates, device=z.device).expand_as(z)
-    order = torch.where(occupied, position, position + num_candidates).argsort(dim=1)[:, :num_samples]
-    valid = occupied.gather(1, order)
-    deltas = torch.where(valid, step[:, None].expand_as(valid), torch.zeros_like(valid, dtype=z.dtype))
-    return z.gather(1, order), deltas, valid
+    rank = occupied.to(torch.int32).cumsum(1)  # (N, C): how many occupied candidates up to here
+    count = rank[:, -1:]  # (N, 1)
+    k = torch.arange(num_samples, device=z.device, dtype=torch.int32)[None]
+    stride = torch.clamp(count, min=num_samples).float() / num_samples  # candidates per sample, >= 1
+    wanted = (k.float() * stride).floor().to(torch.int32) + 1  # (N, K) ranks to keep, 1-based
+    index = torch.searchsorted(rank, wanted.contiguous()).clamp_max(num_candidates - 1)
+    valid = k < count
+    deltas = torch.where(valid, (step[:, None] * stride).expand_as(valid), torch.zeros_like(valid, dtype=z.dtype))
+    return z.gather(1, index.long()), deltas, valid
 
 
 def ellipsoid_radius_crossing(o: torch.Tensor, d: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
