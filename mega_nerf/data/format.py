@@ -9,6 +9,14 @@ Layout (identical to Mega-NeRF's, so datasets move both ways unchanged)::
     DATASET/{train,val}/depths/<stem>.npy  optional ground truth: metric distance along the
                                            unit ray, float32 (H, W), inf where nothing is hit
 
+Optional files that :func:`load_dataset` ignores (written by ``scripts/prepare_dataset.py``)::
+
+    DATASET/points3d.pt    sparse points {'xyz': (P, 3) float32 normalised DRB,
+                           optional 'rgb': (P, 3) uint8}
+    DATASET/mappings.txt   original_image_name,stem per line (Mega-NeRF's file)
+    DATASET/import.json    source, world_to_drb (3, 3) including the metre scale, split
+    DATASET/config.yaml    suggested scene options (ray_altitude_range, near, ...)
+
 The world frame is DRB (x = down, y = right, z = back), so altitude is -x.  ``c2w`` columns
 are the camera's (right, up, back) axes in that frame (OpenGL convention) and its translation
 is normalised: ``(position_metric - origin_drb) / pose_scale_factor``.

@@ -41,6 +41,8 @@ def parser():
                    help="aerial: altitude range from ground and tops; object: a box around the content")
     p.add_argument("--skip_missing_images", action="store_true",
                    help="leave out frames whose image file is missing instead of stopping")
+    p.add_argument("--allow_unregistered", action="store_true",
+                   help="COLMAP: leave out images the model did not register instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -53,7 +55,7 @@ def read_source(args: argparse.Namespace):
         return read_transforms(args.transforms, args.skip_missing_images)
     if args.colmap is not None:
         from mega_nerf.data.importers.colmap import read_colmap_folder
-        return read_colmap_folder(args.colmap, args.image_dir, args.skip_missing_images)
+        return read_colmap_folder(args.colmap, args.image_dir, args.skip_missing_images, args.allow_unregistered)
     from mega_nerf.data.importers.llff import read_llff
     return read_llff(args.llff, args.image_dir)
 

@@ -82,9 +82,12 @@ def align(scene: SourceScene, up: Optional[np.ndarray], metres_per_unit: float) 
 
 
 def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
-    """``(samples (P, 3) metric DRB or None, description)`` of where the scene's content is."""
+    """``(samples (P, 3) metric DRB or None, description, measured)`` of where the scene's content is.
+
+    ``measured``: the samples come from observations (points, depth bounds), not a declared box.
+    """
     if aligned.points is not None and len(aligned.points) >= 4:
-        return aligned.points, f"{len(aligned.points)} sparse points"
+        return aligned.points, f"{len(aligned.points)} sparse points", True
     if scene.depth_bounds is not None:
         # Frustum corners and centres at each view's near and far depth (z-depth, like LLFF's bounds).
         samples = []
@@ -94,12 +97,12 @@ def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
             xs, ys = (np.array([0, cam.width / 2, cam.width]) - cam.cx) / cam.fx, (np.array([0, cam.height / 2, cam.height]) - cam.cy) / cam.fy
             rays = np.array([[x, y, 1.0] for x in xs for y in ys]) @ R.T
             samples += [o + rays * near, o + rays * far]
-        return np.concatenate(samples), "LLFF depth bounds (view frusta between each view's near and far)"
+        return np.concatenate(samples), "LLFF depth bounds (view frusta between each view's near and far)", True
     if scene.foreground_box is not None:
         lo, hi = scene.foreground_box
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
-        return corners @ aligned.world_to_drb.T, "the source's scene box (Instant-NGP aabb_scale)"
-    return None, "nothing (no sparse points, depth bounds or scene box)"
+        return corners @ aligned.world_to_drb.T, "the source's scene box (Instant-NGP aabb_scale)", False
+    return None, "nothing (no sparse points, depth bounds or scene box)", False
 
 
 def write_dataset(scene: SourceScene, output: Path, options: ImportOptions = ImportOptions()) -> ImportSummary:
@@ -123,8 +126,8 @@ def write_dataset(scene: SourceScene, output: Path, options: ImportOptions = Imp
 
     metres = options.metres_per_unit or scene.metres_per_unit
     aligned = align(scene, options.up, metres or 1.0)
-    content, content_description = scene_content(scene, aligned)
-    origin, scale = normalization(aligned.positions, content)
+    content, content_description, measured = scene_content(scene, aligned)
+    origin, scale = normalization(aligned.positions, content if measured else None)
     forward = aligned.rotations[:, :, 2]
     plan = plan_scene(aligned.positions, forward, content, options.scene_kind)
 
