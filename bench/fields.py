@@ -96,8 +96,26 @@ def check_hash_kernels(points: int, device: torch.device) -> dict:
             "backward_rms_rel_error": float((grad_out - grad_ref).norm() / grad_ref.norm())}
 
 
+def profile_step(step, device: torch.device, rows: int = 15) -> list[dict]:
+    """The kernels that take the most device time over three training steps."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, "self_" + attr, 0) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, "self_" + attr, 0), reverse=True)
+    return [{"name": e.key[:90], "self_ms_per_step": getattr(e, "self_" + attr) / 3e3,
+             "share": getattr(e, "self_" + attr) / total} for e in events[:rows]]
+
+
 def bench_backend(kind: str, points: int, rays: int, device: torch.device, compile_field: bool, repeats: int,
-                  kernel: str = "torch") -> dict:
+                  kernel: str = "torch", profile_rows: bool = False) -> dict:
     torch.manual_seed(0)
     field = build_foreground(model_config(kind)).to(device)
     if kind == "hash":
@@ -122,6 +140,7 @@ def bench_backend(kind: str, points: int, rays: int, device: torch.device, compi
         torch.cuda.reset_peak_memory_stats()
     train_s = timed(train_step, repeats)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    profile = profile_step(train_step, device) if profile_rows else None
 
     bounds = SceneBounds(origin_drb=[0, 0, 0], pose_scale_factor=1.0, near=0.05, far=None, altitude_range=[-0.5, 0.8],
                          center=[0, 0, 0], radius=[1, 1, 1])
@@ -142,7 +161,7 @@ def bench_backend(kind: str, points: int, rays: int, device: torch.device, compi
     return {"backend": kind, "kernel": kernel, "compiled": compile_field, "parameters": params,
             "train_samples_per_second": points / train_s, "train_step_ms": train_s * 1e3,
             "render_rays_per_second": rays / render_s, "render_samples_per_ray": 64 + 64,
-            "peak_train_memory_gib": None if peak is None else peak / 2 ** 30}
+            "peak_train_memory_gib": None if peak is None else peak / 2 ** 30, "profile": profile}
 
 
 def main() -> None:
@@ -152,6 +171,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd fields")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--backends", nargs="+", default=list(SIZES))
+    p.add_argument("--profile", action="store_true", help="record the top kernels of each training step")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_triton = device.type == "cuda" and hash_kernels.available()
@@ -164,7 +184,8 @@ def main() -> None:
         for kernel in kernels:
             for compiled in ([False, True] if args.compile else [False]):
                 try:
-                    rows.append(bench_backend(kind, args.points, args.rays, device, compiled, args.repeats, kernel))
+                    rows.append(bench_backend(kind, args.points, args.rays, device, compiled, args.repeats, kernel,
+                                              args.profile))
                 except Exception as e:  # record the failure, keep measuring the others
                     rows.append({"backend": kind, "kernel": kernel, "compiled": compiled,
                                  "error": f"{type(e).__name__}: {e}"[:500]})
