@@ -21,6 +21,7 @@ import yaml
 from mega_nerf.config import train_parser
 from mega_nerf.data.format import load_dataset
 from mega_nerf.data.importers.cli import main as prepare_main
+from mega_nerf.data.importers.alignment import estimate_up
 from mega_nerf.data.importers.common import Camera
 from mega_nerf.data.importers.undistort import Undistorter
 from mega_nerf.errors import EXIT_USER_ERROR, cli_entry
@@ -252,7 +253,7 @@ def test_undistorted_images_show_points_where_our_rays_say(tmp_path, model):
     for name, (idx, xy) in capture["observations"].items():
         blobs = sum(np.exp(-((u - x) ** 2 + (v - y) ** 2) / (2 * 1.5 ** 2)) for x, y in xy)
         cv2.imwrite(str(tmp_path / "c" / "images" / name), np.repeat((40 + 200 * blobs)[..., None], 3, 2).astype(np.uint8))
-    dataset = prepare("--colmap", tmp_path / "c", "--output", tmp_path / "ds")
+    dataset = prepare("--colmap", tmp_path / "c", "--up", "+z", "--output", tmp_path / "ds")
     info, items = import_info(dataset), items_by_name(dataset)
     found = 0
     for name, (idx, xy) in capture["observations"].items():
@@ -298,6 +299,19 @@ def test_up_estimated_from_cameras_matches_the_world(aerial, tmp_path):
     dataset = prepare("--colmap", root / "capture", "--metric", "--output", tmp_path / "auto")
     up = np.array(import_info(dataset)["up_in_source"])
     assert np.degrees(np.arccos(up @ [0, 0, 1])) < 2.0
+
+
+def test_up_from_a_flight_with_one_heading():
+    """Nadir views along one heading (or back and forth): the flight plane tells up."""
+    rng = np.random.default_rng(0)
+    for headings in ((30,), (30, 210)):
+        poses = np.array([nadir_c2w([x, y, FLIGHT_M + rng.normal(0, 0.2)], headings[k % len(headings)] + rng.normal(0, 3),
+                                    rng.uniform(0, 5), rng.uniform(0, 360))
+                          for k, (x, y) in enumerate(rng.uniform(-40, 40, (12, 2)))])
+        assert np.degrees(np.arccos(estimate_up(poses) @ [0, 0, 1])) < 2.0
+    line = np.array([nadir_c2w([x, 0, FLIGHT_M], 30, 0, 0) for x in range(6)])
+    with pytest.raises(Exception, match="pass --up"):
+        estimate_up(line)
 
 
 @needs_pycolmap
@@ -376,10 +390,16 @@ def test_transforms_round_trip_rays_hit_the_same_points(tmp_path):
         assert tuple(item.load_image()[0, 0].tolist()) == (255, 255, 255)  # transparent: white
         assert tuple(item.load_image()[-1, -1].tolist()) == (90, 90, 90)
     text = (dataset / "config.yaml").read_text()
-    assert "object capture" in text and "# foreground_bounds:" in text and "# white_background: true" in text
+    assert "object capture" in text
     config = yaml.safe_load(text)
     top, ground = config["ray_altitude_range"]
-    assert top < -0.5 / 0.33 < 0.5 / 0.33 < ground  # Instant-NGP's box (aabb_scale 1) fits in the slab
+    half = 0.5 / 0.33  # Instant-NGP's box (aabb_scale 1), padded
+    assert top < -half < half < ground
+    np.testing.assert_allclose(config["foreground_bounds"], [-half] * 3 + [half] * 3, rtol=0.12)
+    args = train_parser().parse_args(["--config_file", str(dataset / "config.yaml"), "--exp_name", "x",
+                                      "--dataset_path", str(dataset)])
+    assert args.white_background and not args.bg_nerf and len(args.foreground_bounds) == 6
+    assert scene_bounds_from_args(load_dataset(dataset), args, require_altitude_range=True).box
     black = prepare("--transforms", tmp_path / "src", "--background", "black", "--output", tmp_path / "black")
     assert tuple(items_by_name(black)["train/r_1"].load_image()[0, 0].tolist()) == (0, 0, 0)
 

@@ -34,26 +34,35 @@ def parse_up(text: str) -> Optional[np.ndarray]:
 
 
 def estimate_up(c2w: np.ndarray) -> np.ndarray:
-    """World up from camera orientations.
+    """World up from camera poses.
 
-    Cameras are rarely rolled, so their right axes are horizontal: up is the direction most
-    orthogonal to all of them (smallest singular vector).  Its sign agrees with the cameras'
-    average up minus their average viewing direction (cameras look level or down).  When the
-    right axes barely vary (one straight flight line), up is the average camera up made
-    orthogonal to the main right axis, minus the viewing direction for nadir views.
+    Cameras are rarely rolled, so their right axes are horizontal: when the headings vary, up
+    is the direction most orthogonal to all right axes (smallest singular vector).  When they
+    barely vary (a drone flying one heading, or back and forth), that leaves a plane of
+    candidates; the cameras' positions then decide: a flight at constant altitude spans a
+    horizontal plane, whose normal is up.  The sign makes up agree with the cameras' average
+    up minus their average viewing direction (cameras look level or down).  The average up
+    vector alone would lie flat for nadir views.
 
     Args:
         c2w: (N, 3, 4) OpenCV camera-to-world.
     Returns:
         (3,) unit up vector.
+    Raises:
+        UserError: the poses cannot tell (one heading along one straight line).
     """
-    right, down, forward = c2w[:, :, 0], c2w[:, :, 1], c2w[:, :, 2]
+    right, down, forward, positions = c2w[:, :, 0], c2w[:, :, 1], c2w[:, :, 2], c2w[:, :, 3]
     hint = -down.mean(0) - forward.mean(0)
+    count = len(c2w)
     _, s, vt = np.linalg.svd(right, full_matrices=False)
-    if len(right) >= 3 and s[1] > 0.15 * np.sqrt(len(right)):
+    if count >= 3 and s[1] > 0.15 * np.sqrt(count):
         up = vt[2]
     else:
-        up = hint - vt[0] * (hint @ vt[0])
+        _, ps, pvt = np.linalg.svd(positions - positions.mean(0), full_matrices=False)
+        planar = count >= 3 and ps[1] > 0.1 * ps[0] and ps[2] < 0.5 * ps[1]
+        require(planar, "cannot tell which way is up: the cameras share one heading and do not span a "
+                        "plane; pass --up (e.g. --up +z for a z-up model)")
+        up = pvt[2] - vt[0] * (pvt[2] @ vt[0])
     if up @ hint < 0:
         up = -up
     norm = np.linalg.norm(up)
@@ -65,11 +74,11 @@ def estimate_up(c2w: np.ndarray) -> np.ndarray:
 def drb_rotation(up: np.ndarray) -> np.ndarray:
     """(3, 3) rotation ``R`` with ``R @ up = (-1, 0, 0)``: world vectors to DRB.
 
-    The DRB right axis (y) is the world axis least aligned with ``up``, made horizontal;
+    The DRB right axis (y) is the first world axis (x, then y) not close to ``up``, made horizontal;
     back (z) completes a right-handed frame.  For ``up = +z`` this is ``(x, y, z) -> (-z, x, -y)``.
     """
     up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
-    axis = np.eye(3)[int(np.argmin(np.abs(up)))]
+    axis = np.eye(3)[next(i for i in range(3) if abs(up[i]) < 0.9)]
     right = axis - up * (axis @ up)
     right /= np.linalg.norm(right)
     down = -up

@@ -77,9 +77,12 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     options = options_from_args(args)
     scene = read_source(args)
-    for line in scene.skipped:
-        print(f"warning: skipped {line}")
+    if scene.skipped:
+        print(f"warning: left out {len(scene.skipped)} images: {'; '.join(scene.skipped[:3])}"
+              f"{'; ...' if len(scene.skipped) > 3 else ''}")
     s = write_dataset(scene, args.output, options)
+    for note in s.notes:
+        print(f"note: {note}")
     top, ground = s.plan.ray_altitude_range
     sizes = ", ".join(f"{w}x{h}" for w, h in s.sizes)
     print(f"wrote {s.output}: {s.num_train} train + {s.num_val} val images of {sizes}, {s.num_points} sparse "

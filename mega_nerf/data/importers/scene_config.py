@@ -8,7 +8,7 @@ Two kinds of capture:
 
 * **aerial** (the median view is within ~45 deg of nadir): ``ray_altitude_range`` is
   ``[top, ground]``: ground = a high percentile of the points' x plus a margin, top = a low
-  percentile minus a margin (the tallest structures), as Mega-NeRF's author advises.
+  percentile (the tallest structures) minus a generous margin, as Mega-NeRF's author advises.
 * **object** (lego, fox: views converge on something): the altitude planes bracket a
   foreground box around the content, which the current options accept; the box itself is
   written as comments for foreground-bounds options.
@@ -100,13 +100,16 @@ def plan_scene(camera_positions: np.ndarray, forward: np.ndarray, content: Optio
     lo, hi = np.percentile(content, [1, 99], axis=0)
     nearest = np.sqrt(((camera_positions[:, None, :] - content[None, :, :]) ** 2).sum(-1)).min(1)
     if kind == "aerial":
+        # A top plane that cuts a roof or tree is much worse than a few wasted samples: be generous.
         clearance = max(hi[0] - float(np.median(camera_positions[:, 0])), 1e-6)
         span = hi[0] - lo[0]
+        highest = min(lo[0], float(np.percentile(content[:, 0], 0.1)))
         ground = hi[0] + max(0.1 * span, 0.05 * clearance)
-        top = max(lo[0] - max(0.5 * span, 0.15 * clearance), float(camera_positions[:, 0].min()))
+        top = max(highest - max(0.5 * span, 0.25 * clearance), float(camera_positions[:, 0].min()))
         near = 0.5 * float(np.percentile(nearest, 5))
-        notes.append(f"ground = 99th percentile of the scene's x ({hi[0]:.4g}) + margin; top = 1st percentile "
-                     f"({lo[0]:.4g}) - margin for structures the sparse points miss.")
+        notes.append(f"ground = 99th percentile of the scene's x ({hi[0]:.4g}) + 5 % of the camera height; top = "
+                     f"0.1th percentile ({highest:.4g}) - 25 % of the camera height, for structures the sparse "
+                     f"points miss.")
     else:
         pad = 0.05 * (hi - lo).max()
         lo, hi = lo - pad, hi + pad
@@ -138,17 +141,15 @@ def config_yaml(plan: ScenePlan, origin_drb: np.ndarray, pose_scale_factor: floa
     body = {"ray_altitude_range": [_fmt(top), _fmt(ground)], "near": _fmt(plan.near)}
     if plan.kind == "object":
         body["val_scale_factor"] = val_scale_factor
-        box = [_fmt(v) for v in np.concatenate([plan.box_min, plan.box_max])]
+        body["foreground_bounds"] = [_fmt(v) for v in np.concatenate([plan.box_min, plan.box_max])]
         lines += [
-            "# Object-centric capture: the altitude planes bracket the foreground box (padded 5 %), so the",
-            "# ellipsoid options train it as they are.  Where the trainer has box bounds, use the box instead:",
-            f"# foreground_bounds: {box}  # metric DRB [xmin, ymin, zmin, xmax, ymax, zmax]",
-            f"# far (farthest box corner from a camera): {_fmt(plan.far)}; unset, rays beyond the foreground go",
-            "# to the background model.",
+            "# Object-centric capture: foreground_bounds is a box around the content (padded 5 %), metric DRB",
+            "# [xmin, ymin, zmin, xmax, ymax, zmax]; the altitude planes bracket the same box (masks need them).",
+            f"# Farthest box corner from a camera: {_fmt(plan.far)} (a far plane, should you want one).",
         ]
         if background == "white":
-            lines += ["# Images with alpha were composited on white (NeRF-synthetic protocol); to train that way:",
-                      "# no_bg_nerf: true", "# white_background: true"]
+            lines.append("# Images with alpha were composited on white (NeRF-synthetic protocol): train that way.")
+            body.update(no_bg_nerf=True, white_background=True)
         elif background is not None:
             lines.append(f"# Images with alpha were composited on {background}.")
     else:

@@ -15,7 +15,7 @@ The dataset is built in a sibling staging folder and renamed at the end
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from mega_nerf.data.format import RDF_TO_DRB, opengl_c2w_from_drb_camera, write_coordinates, write_image
 from mega_nerf.data.importers.alignment import drb_rotation, estimate_up, normalization
-from mega_nerf.data.importers.common import (BACKGROUNDS, SourceScene, assign_splits, load_source_image,
-                                             natural_key)
+from mega_nerf.data.importers.common import (BACKGROUNDS, Frame, SourceScene, assign_splits, image_size,
+                                             load_source_image, natural_key)
 from mega_nerf.data.importers.scene_config import ScenePlan, config_yaml, plan_scene
 from mega_nerf.data.importers.undistort import Undistorter
 from mega_nerf.errors import UserError, require
@@ -58,6 +58,7 @@ class ImportSummary:
     up: np.ndarray
     plan: ScenePlan
     num_points: int
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,12 +106,35 @@ def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
     return None, "nothing (no sparse points, depth bounds or scene box)", False
 
 
-def write_dataset(scene: SourceScene, output: Path, options: ImportOptions = ImportOptions()) -> ImportSummary:
+def fit_cameras_to_images(frames: List[Frame]) -> tuple:
+    """``(frames, notes)``: cameras rescaled to their images' size when a model was made on
+    uniformly resized copies (e.g. SfM at half size).  Reads one image per camera; images of
+    mixed sizes under one camera are caught when each is loaded."""
+    fitted, notes = {}, []
+    for frame in frames:
+        cam = frame.camera
+        if cam in fitted:
+            continue
+        w, h = image_size(frame.image_path)
+        fitted[cam] = cam
+        if (w, h) != (cam.width, cam.height):
+            require(abs(w / h - cam.width / cam.height) < 0.005 * cam.width / cam.height,
+                    f"{frame.image_path}: image is {w}x{h} but its intrinsics are for {cam.width}x{cam.height} "
+                    f"(another aspect ratio); the model and the images do not belong together")
+            sx, sy = w / cam.width, h / cam.height
+            fitted[cam] = replace(cam, width=w, height=h, fx=cam.fx * sx, fy=cam.fy * sy, cx=cam.cx * sx,
+                                  cy=cam.cy * sy)
+            notes.append(f"intrinsics for {cam.width}x{cam.height} scaled to the {w}x{h} images")
+    return [replace(f, camera=fitted[f.camera]) for f in frames], notes
+
+
+def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOptions] = None) -> ImportSummary:
     """Write ``scene`` as a Mega-NeRF dataset at ``output`` (which must not exist or be empty).
 
     Frames are ordered by natural name order; stems are ``000000, 000001, ...`` in that
     order (as Mega-NeRF's converter names them), so appearance indices follow it.
     """
+    options = options or ImportOptions()
     output = Path(output)
     require(options.background in BACKGROUNDS, f"--background must be one of {sorted(BACKGROUNDS)}")
     require(len(scene.frames) > 0, f"{scene.source}: no posed images to import")
@@ -119,6 +143,7 @@ def write_dataset(scene: SourceScene, output: Path, options: ImportOptions = Imp
     names = [f.name for f in frames]
     duplicate = [n for n, c in Counter(names).items() if c > 1]
     require(not duplicate, f"{scene.source}: image '{duplicate[0] if duplicate else ''}' appears twice")
+    frames, notes = fit_cameras_to_images(frames)
     scene = SourceScene(**{**scene.__dict__, "frames": frames,
                            "depth_bounds": None if scene.depth_bounds is None else scene.depth_bounds[order]})
     val_names = options.val_names if options.val_names is not None else scene.val_names
@@ -173,4 +198,4 @@ def write_dataset(scene: SourceScene, output: Path, options: ImportOptions = Imp
             "val": [n for n, s in zip(names, splits) if s == "val"],
         }, staging / "import.json")
     return ImportSummary(output, splits.count("train"), splits.count("val"), sorted(sizes), origin, scale,
-                         aligned.up, plan, 0 if aligned.points is None else len(aligned.points))
+                         aligned.up, plan, 0 if aligned.points is None else len(aligned.points), notes)
