@@ -407,7 +407,7 @@ def test_transforms_round_trip_rays_hit_the_same_points(tmp_path):
 def test_transforms_with_mixed_sizes_and_shared_intrinsics_is_refused(tmp_path, capsys):
     write_transforms(tmp_path / "src", count=4, sizes=[(W, H)] * 3 + [(W * 2, H * 2)])
     line = prepare_fails(capsys, "--transforms", tmp_path / "src" / "transforms.json", "--output", tmp_path / "ds")
-    assert "r_3.png" in line and f"{W * 2}x{H * 2}" in line and "shared by 4 images" in line
+    assert "r_3.png" in line and f"{W * 2}x{H * 2}" in line and "shares with 3 other images" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no dataset, no staging folder left
 
 

@@ -2,4 +2,9 @@
 
 Each source module parses into a :class:`~mega_nerf.data.importers.common.SourceScene`;
 :func:`~mega_nerf.data.importers.writer.write_dataset` aligns, undistorts, splits and writes it.
+A new source (e.g. structure-from-motion) needs only the first half::
+
+    scene = read_colmap_model(reconstruction, image_dir, source="sfm")  # a pycolmap.Reconstruction
+    scene.up, scene.metres_per_unit = np.array([0, 0, 1.0]), 1.0         # when aligned to ENU metres
+    write_dataset(scene, output, ImportOptions(val_every=8, downscale=2))
 """

@@ -95,8 +95,9 @@ def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
         for frame, R, o, (near, far) in zip(scene.frames, aligned.rotations, aligned.positions,
                                             scene.depth_bounds * np.linalg.norm(aligned.world_to_drb[0])):
             cam = frame.camera
-            xs, ys = (np.array([0, cam.width / 2, cam.width]) - cam.cx) / cam.fx, (np.array([0, cam.height / 2, cam.height]) - cam.cy) / cam.fy
-            rays = np.array([[x, y, 1.0] for x in xs for y in ys]) @ R.T
+            xs = (np.array([0, cam.width / 2, cam.width]) - cam.cx) / cam.fx
+            ys = (np.array([0, cam.height / 2, cam.height]) - cam.cy) / cam.fy
+            rays = np.array([[x, y, 1.0] for x in xs for y in ys]) @ R.T  # z-depth 1
             samples += [o + rays * near, o + rays * far]
         return np.concatenate(samples), "LLFF depth bounds (view frusta between each view's near and far)", True
     if scene.foreground_box is not None:
@@ -169,9 +170,9 @@ def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOpti
             cam = frame.camera
             if (w, h) != (cam.width, cam.height):
                 sharing = sum(f.camera == cam for f in frames)
-                raise UserError(f"{frame.image_path}: image is {w}x{h} but its intrinsics are for "
-                                f"{cam.width}x{cam.height} (shared by {sharing} images); images that share "
-                                f"intrinsics must all have that size")
+                raise UserError(f"{frame.image_path}: image is {w}x{h} but the intrinsics it shares with "
+                                f"{sharing - 1} other images are for {cam.width}x{cam.height}; images that share "
+                                f"intrinsics must all have one size")
             target = undistorter.target(cam)
             sizes.add((target.width, target.height))
             rotation_drb = torch.from_numpy(R @ RDF_TO_DRB.double().numpy())
