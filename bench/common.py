@@ -35,9 +35,9 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
-def write_result(name: str, result: dict) -> None:
-    """bench/results/<name>.json, and $OUT/<name>.json on the device machine."""
-    targets = [REPO / "bench" / "results" / f"{name}.json"]
+def write_result(name: str, result: dict, results_dir: Path | None = None) -> None:
+    """bench/results/<name>.json (or ``results_dir``/<name>.json), and $OUT/<name>.json on the device machine."""
+    targets = [Path(results_dir or REPO / "bench" / "results") / f"{name}.json"]
     if os.environ.get("OUT"):
         targets.append(Path(os.environ["OUT"]) / f"{name}.json")
     for target in targets:

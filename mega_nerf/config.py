@@ -136,14 +136,19 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--train_iterations", type=int, default=500000, help="steps")
     g.add_argument("--ckpt_interval", type=int, default=10000, help="checkpoint every N steps")
     g.add_argument("--train_seconds", type=float, default=None,
-                   help="stop after this many seconds of training-loop wall time (chunk writing, validation "
-                        "and checkpoint saving are not counted) instead of at train_iterations, which then "
-                        "only sets the lr schedule (lr stays at its final value past it)")
+                   help="stop after this many seconds of training-loop wall time (chunk writing, validation, "
+                        "checkpoint saving and, on CUDA, one warm-up pass for just-in-time compilation are not "
+                        "counted) instead of at train_iterations, which then only sets the lr schedule (lr "
+                        "stays at its final value past it)")
+    g.add_argument("--lr_schedule", choices=["iterations", "time"], default="iterations",
+                   help="the lr decays by lr_decay_factor over train_iterations, or (time, with --train_seconds) "
+                        "over the training clock, whatever the speed of the device")
     g.add_argument("--checkpoint_at_seconds", type=float, nargs="+", default=[],
                    help="also save models/t<S>.pt (with 'elapsed_seconds') when the training-loop clock (counted "
                         "as for --train_seconds) crosses each of these marks; they are never rotated away")
     g.add_argument("--val_interval", type=int, default=500001, help="validate every N steps")
-    g.add_argument("--no_amp", dest="amp", default=True, action="store_false", help="no mixed precision")
+    g.add_argument("--no_amp", dest="amp", default=True, action="store_false",
+                   help="no mixed precision (default on CUDA: fields run in bf16 for training and evaluation)")
     g.add_argument("--random_seed", type=int, default=42)
     g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
     g.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch")
@@ -198,6 +203,8 @@ def validate_common(args: argparse.Namespace) -> None:
         require(seconds > 0, f"--train_seconds must be > 0, got {seconds:g}")
     marks = getattr(args, "checkpoint_at_seconds", None) or []
     require(all(m > 0 for m in marks), f"--checkpoint_at_seconds must all be > 0, got {marks}")
+    if getattr(args, "lr_schedule", "iterations") == "time":
+        require(seconds is not None, "--lr_schedule time needs --train_seconds")
     if seconds is not None and marks:
         require(max(marks) <= seconds, f"--checkpoint_at_seconds {max(marks):g} is beyond --train_seconds "
                                        f"{seconds:g}: it would never be reached")

@@ -212,3 +212,30 @@ def test_whole_scene_training_uses_every_training_pixel(dataset, tmp_path):
     assert held.num_rays == len(data.train) * pixels
     mega = Trainer(args_for(dataset, tmp_path / "m" / "exp", [])).prepare_chunks()
     assert mega.num_rays == len(data.train) * pixels + len(data.val) * pixels // 2
+
+
+def test_warm_up_pass_changes_nothing(dataset, tmp_path):
+    """The warm-up of time-based CUDA runs (here called on CPU) leaves weights, grads and RNG as they were."""
+    from mega_nerf.training.ray_data import RayTable
+
+    trainer = Trainer(args_for(dataset, tmp_path / "warm", ["--occupancy_resolution", "8"]))
+    table = RayTable(trainer.items, trainer.device, True)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert trainer._warm_up(table, use_amp=False) >= 0
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(p.grad is None for p in trainer.model.parameters())
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_time_lr_schedule_follows_the_clock(dataset, tmp_path):
+    trainer = Trainer(args_for(dataset, tmp_path / "lr", ["--train_seconds", "0.5", "--lr_schedule", "time",
+                                                          "--train_iterations", "1000000"]))
+    assert trainer._lr(0) == pytest.approx(trainer.lr)
+    trainer.train()
+    assert trainer.iteration < 10 ** 6
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.lr * 0.1, rel=0.2)
+    assert trainer._lr(0) == pytest.approx(trainer.lr * 0.1)  # the clock is past train_seconds
+    with pytest.raises(UserError, match="needs --train_seconds"):
+        args_for(dataset, tmp_path / "x", ["--lr_schedule", "time"])

@@ -61,14 +61,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     sampling = SamplingConfig.from_args(args)
     items = dataset.val[: args.max_val_images] if args.max_val_images else dataset.val
     lpips = LpipsMetric(device=device)
+    use_amp = args.amp and device.type == "cuda"  # the fields run in bf16 as in training; compositing in fp32
     results = []
     for index in tqdm(range(info.rank, len(items), info.world_size), desc=f"eval[rank {info.rank}]",
                       disable=not info.is_main, file=sys.stdout):
         item = items[index].scaled(args.val_scale_factor)
         started = time.time()
-        rgb, depth = render_image(model, item.W, item.H, item.intrinsics, item.c2w,
-                                  appearance_index(dataset, item, args.val_protocol), bounds, sampling,
-                                  args.image_pixel_batch_size, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            rgb, depth = render_image(model, item.W, item.H, item.intrinsics, item.c2w,
+                                      appearance_index(dataset, item, args.val_protocol), bounds, sampling,
+                                      args.image_pixel_batch_size, device)
         seconds = time.time() - started
         gt = item.load_image().float() / 255
         pred_s, gt_s = split_for_protocol(rgb, args.val_protocol), split_for_protocol(gt, args.val_protocol)

@@ -2,7 +2,9 @@
 
 Aerial scenes use Mega-NeRF's ellipsoid around the cameras; object-centric scenes
 (``--foreground_bounds``, e.g. NeRF-Synthetic) use an axis-aligned box around the object, with the
-cameras outside it: rays are clipped to the box.  All quantities are in normalised DRB coordinates (``(metric - origin_drb) / pose_scale_factor``);
+cameras outside it: rays are clipped to the box.
+
+All quantities are in normalised DRB coordinates (``(metric - origin_drb) / pose_scale_factor``);
 altitude is -x, so the altitude range is ``[top, ground]`` with ``top < ground``.
 """
 from __future__ import annotations

@@ -230,14 +230,36 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _lr(self, iteration: int) -> float:
-        """Exponential decay over ``train_iterations``, constant after (time-based runs)."""
-        return self.lr * self.args.lr_decay_factor ** (min(iteration, self.args.train_iterations)
-                                                      / self.args.train_iterations)
+        """Exponential decay by ``lr_decay_factor`` over ``train_iterations`` (constant after it), or over
+        ``train_seconds`` of the training clock with ``--lr_schedule time``."""
+        if self.args.lr_schedule == "time" and self.args.train_seconds is not None:
+            progress = self.clock.seconds / self.args.train_seconds
+        else:
+            progress = iteration / self.args.train_iterations
+        return self.lr * self.args.lr_decay_factor ** min(progress, 1.0)
 
     def finished(self) -> bool:
         if self.args.train_seconds is not None:
             return self.clock.seconds >= self.args.train_seconds
         return self.iteration >= self.args.train_iterations
+
+    def _warm_up(self, table: RayTable, use_amp: bool) -> float:
+        """One forward and backward pass on random rays, with no update and the random state kept, so
+        that just-in-time compilation (Triton kernels, cuBLAS heuristics) is not on the training clock
+        of a time-based run.  Returns its seconds."""
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            ids = torch.randint(0, int(table.offsets[-1]), (self.args.batch_size,), device=self.device)
+            rays_o, rays_d, appearance = table.rays(ids)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = render_rays(self.model, rays_o, rays_d, appearance, self.bounds, self.sampling, train=True)
+            out["rgb"].float().mean().backward()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.model.has_occupancy:
+                with torch.no_grad():
+                    self.model.density(self.model.occupancy.cell_points(torch.arange(1024, device=self.device)))
+        self._sync()
+        return time.perf_counter() - started
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -258,8 +280,10 @@ class Trainer:
         item = self.dataset.val[0].scaled(self.args.val_scale_factor)
         self.model.eval()
         appearance = appearance_index(self.dataset, item, self.args.val_protocol)
-        rgb, depth = render_image(self.model, item.W, item.H, item.intrinsics, item.c2w, appearance,
-                                  self.bounds, self.sampling, self.args.image_pixel_batch_size, self.device)
+        use_amp = self.args.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            rgb, depth = render_image(self.model, item.W, item.H, item.intrinsics, item.c2w, appearance,
+                                      self.bounds, self.sampling, self.args.image_pixel_batch_size, self.device)
         self.model.train()
         gt = item.load_image().float() / 255
         value = psnr(rgb, gt)
@@ -296,6 +320,7 @@ class Trainer:
         loss = None
         batches = iter(stream)
         saved_iteration = None
+        warmup_seconds = self._warm_up(table, use_amp) if timed and self.device.type == "cuda" else 0.0
         self.clock.start()
         while not self.finished():
             rgb_u8, ids = next(batches)
@@ -351,7 +376,8 @@ class Trainer:
         val_psnr = self.validate(writer)
         writer.close()
         summary = {"iterations": self.iteration, "seconds": train_seconds, "wall_seconds": time.time() - started,
-                   "chunk_seconds": chunk_seconds, "elapsed_seconds": self.clock.seconds,
+                   "chunk_seconds": chunk_seconds, "warmup_seconds": warmup_seconds,
+                   "elapsed_seconds": self.clock.seconds,
                    "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(train_seconds, 1e-9),
                    "batch_size": args.batch_size, "final_train_loss": loss_value, "final_train_psnr": psnr_value,
                    "val_psnr_first_image": val_psnr, "time_checkpoints": self.time_marks,
