@@ -92,6 +92,19 @@ def main(argv=None) -> None:
     print(f"  {s.plan.kind} scene: suggested ray_altitude_range [{top:.4g}, {ground:.4g}] (metric DRB x; altitude "
           f"{-top:.4g} to {-ground:.4g}), near {s.plan.near:.4g}")
     print(f"  config: {s.output / 'config.yaml'} (pass it with --config_file)")
+    # The picture of where the scene sits (scripts/plot_scene.py) and its check; the dataset is done either way.
+    from mega_nerf.data.scene_plot import write_dataset_plot
+    from mega_nerf.errors import UserError
+    grid = (2, 2) if s.plan.kind == "aerial" else None
+    try:
+        png, _, report = write_dataset_plot(s.output, s.output / "config.yaml", s.output / "scene.png", grid)
+    except UserError as e:
+        print(f"warning: no scene picture: {e}")
+        return
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    print(f"  picture: {png} (cameras, points, altitude planes, foreground{', 2x2 cells' if grid else ''}: "
+          f"check the scene sits where the pipeline thinks)")
 
 
 def cli() -> None:
