@@ -19,6 +19,7 @@ from mega_nerf.data.importers.cli import main as prepare_main  # noqa: E402
 from mega_nerf.config import parse  # noqa: E402
 from mega_nerf.data.scene_check import (cameras_per_cell, check_dataset, check_parser, frame_info,  # noqa: E402
                                         load_scene_inputs)
+from mega_nerf.data.scene_plot import _frusta  # noqa: E402
 from mega_nerf.data.scene_plot import main as plot_main  # noqa: E402
 from mega_nerf.io_utils import atomic_torch_save  # noqa: E402
 
@@ -120,6 +121,25 @@ def test_warns_about_cells_no_camera_sees(scene, tmp_path):
                                                       str(scene["path"]), "--mask_path", str(masks)]))
     counts = cameras_per_cell(inputs.dataset, inputs.bounds, inputs.centroids, 1.15, False)
     assert counts.tolist() == [9, 0]
+
+
+def test_warns_when_masks_belong_to_another_dataset(scene, tmp_path):
+    masks = tmp_path / "masks"
+    atomic_torch_save({"origin_drb": torch.zeros(3), "pose_scale_factor": 50.0, "ray_altitude_range": [-0.2, 0.4],
+                       "centroids": torch.zeros(1, 3), "grid_dim": [1, 1], "cell_pixel_counts": torch.tensor([5])},
+                      masks / "params.pt")
+    report = check(scene, scene["config"], "--mask_path", masks)
+    [warning] = report.warnings
+    assert "does not match" in warning and "pose_scale_factor 50" in warning
+
+
+def test_frusta_of_nadir_cameras_point_down(scene):
+    inputs = load_scene_inputs(parse(check_parser(), ["--config_file", str(scene["config"]), "--dataset_path",
+                                                      str(scene["path"])]))
+    apex, corners, is_val = _frusta(inputs, 5.0)
+    assert apex[:, 0] == pytest.approx(-50.0)  # metric DRB x of altitude 50 m
+    assert np.allclose(corners[..., 0], -45.0)  # 5 m below, all four corners
+    assert is_val.sum() == len(inputs.dataset.val)
 
 
 def test_axis_names_from_import_json(tmp_path):

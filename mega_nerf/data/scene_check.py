@@ -289,9 +289,6 @@ def fmt(v: float, digits: int = 4) -> str:
     return "0" if abs(v) < 1e-3 else f"{v:.{digits}g}"
 
 
-_g = fmt
-
-
 def check_scene(inputs: SceneInputs, outside_fraction: float = OUTSIDE_FRACTION,
                 ellipsoid_outside_fraction: float = ELLIPSOID_OUTSIDE_FRACTION) -> SceneReport:
     """Summary (metric) and warnings: cameras on the wrong side of the altitude slab, points above
@@ -318,11 +315,11 @@ def check_scene(inputs: SceneInputs, outside_fraction: float = OUTSIDE_FRACTION,
         top_x, ground_x = (a * scale + origin[0] for a in alt)
         summary["ray_altitude_range"] = {"drb_x": [float(top_x), float(ground_x)],
                                          "altitude": [float(-top_x), float(-ground_x)]}
-        below = cams[:, 0] > alt[1]
-        if bool(below.any()):
+        cams_below = cams[:, 0] > alt[1]
+        if bool(cams_below.any()):
             warnings.append(
-                f"{int(below.sum())} of {len(cams)} cameras are below the ground plane (camera altitude down to "
-                f"{_g(float(cam_alt.min()))} {unit}, ground at altitude {_g(-ground_x)} {unit}): ray_altitude_range "
+                f"{int(cams_below.sum())} of {len(cams)} cameras are below the ground plane (camera altitude down to "
+                f"{fmt(float(cam_alt.min()))} {unit}, ground at altitude {fmt(-ground_x)} {unit}): ray_altitude_range "
                 f"is [top, ground] in metric DRB x = -altitude; it is on the wrong side of the cameras or has the "
                 f"wrong sign")
     elif not bounds.box:
@@ -353,21 +350,21 @@ def check_scene(inputs: SceneInputs, outside_fraction: float = OUTSIDE_FRACTION,
         points = {"source": inputs.points_source, "count": len(pts),
                   "altitude_percentiles": {str(q): float(np.percentile(pts_alt, q)) for q in PERCENTILES}}
         if alt is not None:
-            above, under = pts[:, 0] < alt[0], pts[:, 0] > alt[1]
-            points["above_top_fraction"], points["below_ground_fraction"] = _fraction(above), _fraction(under)
+            above, below = pts[:, 0] < alt[0], pts[:, 0] > alt[1]
+            points["above_top_fraction"], points["below_ground_fraction"] = _fraction(above), _fraction(below)
             if _fraction(above) > outside_fraction:
                 highest = float(np.percentile(pts_alt, 99.9))
                 warnings.append(
-                    f"{100 * _fraction(above):.1f} % of the points lie above the top plane (altitude {_g(-top_x)} "
-                    f"{unit}; points reach {_g(highest)} {unit} at the 99.9th percentile): roofs and trees there are "
-                    f"cut off; lower the first value of ray_altitude_range to about {_g(-highest - 0.1 * abs(highest + ground_x))}")
-            if _fraction(under) > outside_fraction:
+                    f"{100 * _fraction(above):.1f} % of the points lie above the top plane (altitude {fmt(-top_x)} "
+                    f"{unit}; points reach {fmt(highest)} {unit} at the 99.9th percentile): roofs and trees there are "
+                    f"cut off; lower the first value of ray_altitude_range to about {fmt(-highest - 0.1 * abs(highest + ground_x))}")
+            if _fraction(below) > outside_fraction:
                 lowest = float(np.percentile(pts_alt, 0.1))
                 warnings.append(
-                    f"{100 * _fraction(under):.1f} % of the points lie below the ground plane (altitude "
-                    f"{_g(-ground_x)} {unit}; points go down to {_g(lowest)} {unit} at the 0.1th percentile): the "
+                    f"{100 * _fraction(below):.1f} % of the points lie below the ground plane (altitude "
+                    f"{fmt(-ground_x)} {unit}; points go down to {fmt(lowest)} {unit} at the 0.1th percentile): the "
                     f"ground is cut off; raise the second value of ray_altitude_range to about "
-                    f"{_g(-lowest + 0.05 * abs(top_x + lowest))}")
+                    f"{fmt(-lowest + 0.05 * abs(top_x + lowest))}")
         if bounds.box:
             outside = ((pts - center).abs() > radius).any(-1)
             points["outside_foreground_fraction"] = _fraction(outside)
@@ -392,7 +389,7 @@ def check_scene(inputs: SceneInputs, outside_fraction: float = OUTSIDE_FRACTION,
                              f"coarsely (raise --ellipse_scale_factor to bring them in)")
         if float(np.median(pts_alt)) > float(cam_alt.max()) and not bounds.box:
             warnings.append(f"most points lie above the highest camera (median point altitude "
-                            f"{_g(float(np.median(pts_alt)))} {unit}, cameras up to {_g(float(cam_alt.max()))} "
+                            f"{fmt(float(np.median(pts_alt)))} {unit}, cameras up to {fmt(float(cam_alt.max()))} "
                             f"{unit}): the scene is probably upside down; re-import with the right --up")
         summary["points"] = points
     else:
@@ -428,13 +425,13 @@ def format_report(report: SceneReport) -> str:
     s = report.summary
     unit = "m" if s["units"] == "metres" else "units"
     lines = [f"scene check of {s['dataset']}: {s['train_images']} train + {s['val_images']} val images, "
-             f"pose_scale_factor {_g(s['pose_scale_factor'])}, {s['units']}, {s['altitude']}"]
+             f"pose_scale_factor {fmt(s['pose_scale_factor'])}, {s['units']}, {s['altitude']}"]
     ca = s["camera_altitude"]
-    lines.append(f"  cameras: altitude {_g(ca['min'])} .. {_g(ca['max'])} {unit} (median {_g(ca['median'])})")
+    lines.append(f"  cameras: altitude {fmt(ca['min'])} .. {fmt(ca['max'])} {unit} (median {fmt(ca['median'])})")
     if "ray_altitude_range" in s:
         top, ground = s["ray_altitude_range"]["altitude"]
         lines.append(f"  ray_altitude_range {[round(v, 4) for v in s['ray_altitude_range']['drb_x']]}: top plane at "
-                     f"altitude {_g(top)} {unit}, ground plane at altitude {_g(ground)} {unit}")
+                     f"altitude {fmt(top)} {unit}, ground plane at altitude {fmt(ground)} {unit}")
     else:
         lines.append("  ray_altitude_range: not set")
     p = s["points"]
@@ -452,8 +449,8 @@ def format_report(report: SceneReport) -> str:
     else:
         lines.append("  points: none (no points3d.pt or depth maps)")
     f = s["foreground"]
-    lines.append(f"  foreground {f['kind']}: centre (DRB) [{', '.join(_g(v) for v in f['center_drb'])}], "
-                 f"{'half-extents' if f['kind'] == 'box' else 'semi-axes'} [{', '.join(_g(v) for v in f['radius'])}] {unit}")
+    lines.append(f"  foreground {f['kind']}: centre (DRB) [{', '.join(fmt(v) for v in f['center_drb'])}], "
+                 f"{'half-extents' if f['kind'] == 'box' else 'semi-axes'} [{', '.join(fmt(v) for v in f['radius'])}] {unit}")
     if "cells" in s:
         c = s["cells"]
         seen = (f"pixels per cell {c['pixels_per_cell']}" if "pixels_per_cell" in c

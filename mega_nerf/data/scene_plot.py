@@ -159,10 +159,11 @@ def draw_scene(inputs: SceneInputs, report: SceneReport, output: Path, max_point
         lines.insert(0, ("checks passed: " + ", ".join(checked), "#1a7f1a"))
     lines = [(textwrap.fill(text, 215, subsequent_indent="    "), color) for text, color in lines[:8]]
     text_rows = sum(text.count("\n") + 1 for text, _ in lines)
-    height = 9.0 + 0.2 * text_rows
+    height = 9.5 + 0.2 * text_rows
     fig = Figure(figsize=(16, height), dpi=dpi)
     FigureCanvasAgg(fig)
-    bottom = (0.6 + 0.2 * text_rows + 0.2) / height
+    legend_top = 0.25 + 0.2 * text_rows + 0.6  # inches from the bottom: warnings, then the legend
+    bottom = (legend_top + 0.55) / height
     gs = fig.add_gridspec(2, 2, width_ratios=[1.05, 1], left=0.055, right=0.985, top=1 - 1.3 / height,
                           bottom=bottom, wspace=0.16, hspace=0.3)
     ax_top = fig.add_subplot(gs[:, 0])
@@ -277,7 +278,8 @@ def draw_scene(inputs: SceneInputs, report: SceneReport, output: Path, max_point
             handles.append(Line2D([], [], marker="x", color="red", ls="", label="points outside the altitude slab"))
     if centroids is not None:
         handles.append(Patch(fc=(0.5, 0.5, 0.5, 0.25), ec=(0.15, 0.15, 0.15), label=f"cells: {inputs.cells_source}"))
-    ax_top.legend(handles=handles, loc="upper left", fontsize=8.5, framealpha=0.85)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, legend_top / height), ncol=4,
+               fontsize=9, frameon=False)
 
     # Title and check results.
     s = report.summary
