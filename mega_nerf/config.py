@@ -144,8 +144,9 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
                    help="the lr decays by lr_decay_factor over train_iterations, or (time, with --train_seconds) "
                         "over the training clock, whatever the speed of the device")
     g.add_argument("--checkpoint_at_seconds", type=float, nargs="+", default=[],
-                   help="also save models/t<S>.pt (with 'elapsed_seconds') when the training-loop clock (counted "
-                        "as for --train_seconds) crosses each of these marks; they are never rotated away")
+                   help="also save models/t<S>.pt (the model with 'elapsed_seconds', no optimizer state) when "
+                        "the training-loop clock (counted as for --train_seconds) crosses each of these marks; "
+                        "they are never rotated away; evaluate one with eval.py --ckpt_path")
     g.add_argument("--val_interval", type=int, default=500001, help="validate every N steps")
     g.add_argument("--no_amp", dest="amp", default=True, action="store_false",
                    help="no mixed precision (default on CUDA: fields run in bf16 for training and evaluation)")

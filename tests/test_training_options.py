@@ -56,6 +56,7 @@ def test_train_seconds_stops_on_the_clock_and_keeps_marks(dataset, tmp_path):
         assert path.exists() and Path(record["path"]) == path
         state = torch.load(path, map_location="cpu", weights_only=False)
         assert state["elapsed_seconds"] >= mark
+        assert "optimizer" not in state  # the model only: marks are for evaluation
         assert state["iteration"] == record["iteration"] >= 1
     assert marks[0.3]["iteration"] < marks[0.6]["iteration"] < summary["iterations"]
     # Rotation (every step here) removed old numbered checkpoints but not the marks.
@@ -239,3 +240,11 @@ def test_time_lr_schedule_follows_the_clock(dataset, tmp_path):
     assert trainer._lr(0) == pytest.approx(trainer.lr * 0.1)  # the clock is past train_seconds
     with pytest.raises(UserError, match="needs --train_seconds"):
         args_for(dataset, tmp_path / "x", ["--lr_schedule", "time"])
+
+
+def test_a_time_mark_is_not_a_resume_point(dataset, tmp_path):
+    exp = tmp_path / "marks"
+    Trainer(args_for(dataset, exp, ["--train_seconds", "0.3", "--checkpoint_at_seconds", "0.1"])).train()
+    with pytest.raises(UserError, match="holds a model only"):
+        Trainer(args_for(dataset, tmp_path / "again", ["--ckpt_path", str(time_checkpoint_path(exp, 0.1)),
+                                                       "--train_seconds", "1"])).train()

@@ -171,22 +171,24 @@ class Trainer:
         return chunks
 
     # ------------------------------------------------------------- checkpoints
-    def _write_checkpoint(self, path: Path) -> None:
-        atomic_torch_save({
-            "iteration": self.iteration, "elapsed_seconds": self.clock.seconds, "model_config": self.model_config,
-            "bounds": self.bounds.to_dict(), "cell": self.cell, "model_state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
-            "time_marks": self.time_marks,
-            "torch_random_state": torch.get_rng_state(), "np_random_state": np.random.get_state(),
-            "random_state": random.getstate(),
-        }, path)
+    def _write_checkpoint(self, path: Path, resumable: bool = True) -> None:
+        state = {"iteration": self.iteration, "elapsed_seconds": self.clock.seconds,
+                 "model_config": self.model_config, "bounds": self.bounds.to_dict(), "cell": self.cell,
+                 "model_state_dict": self.model.state_dict(), "time_marks": self.time_marks}
+        if resumable:
+            state.update({
+                "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
+                "torch_random_state": torch.get_rng_state(), "np_random_state": np.random.get_state(),
+                "random_state": random.getstate()})
+        atomic_torch_save(state, path)
 
     def save_time_checkpoint(self, mark: float) -> Path:
-        """``models/t<mark>.pt`` for a ``--checkpoint_at_seconds`` mark (never rotated away)."""
+        """``models/t<mark>.pt`` for a ``--checkpoint_at_seconds`` mark (never rotated away): the model
+        only (for evaluation and merging), without the optimizer state that resuming needs."""
         path = time_checkpoint_path(self.exp_dir, mark)
         self.time_marks.append({"mark_seconds": mark, "elapsed_seconds": self.clock.seconds,
                                 "iteration": self.iteration, "path": str(path)})
-        self._write_checkpoint(path)
+        self._write_checkpoint(path, resumable=False)
         return path
 
     def save_checkpoint(self) -> Path:
@@ -212,6 +214,8 @@ class Trainer:
         except Exception as e:
             raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}); delete it to resume from an "
                             f"older one") from None
+        require("optimizer" in state, f"{path}: holds a model only (a --checkpoint_at_seconds mark), not a training "
+                                      f"state; resume from models/<iteration>.pt")
         if {"white_background": False, **state["model_config"]} != self.model_config:
             raise UserError(f"{path}: checkpoint was trained with other model settings; use a new --exp_name")
         if state.get("cell") != self.cell:
