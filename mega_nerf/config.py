@@ -126,7 +126,9 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--disk_flush_size", type=int, default=10_000_000, help="rays held in RAM before a flush")
     g.add_argument("--cluster_mask_path", type=str, default=None, help="MASKS/<cell> to train one cell")
     g.add_argument("--container_path", type=str, default=None, help="merged container (eval)")
-    g.add_argument("--ckpt_path", type=str, default=None, help="resume from this checkpoint")
+    g.add_argument("--ckpt_path", type=str, default=None,
+                   help="train.py: resume from this checkpoint; eval.py: evaluate this whole-scene model "
+                        "(e.g. EXP/models/t60.pt)")
     g.add_argument("--train_scale_factor", type=int, default=1, help="downscale training images")
     g.add_argument("--val_scale_factor", type=int, default=4, help="downscale validation images")
     g.add_argument("--batch_size", type=int, default=1024, help="rays per step")
@@ -138,8 +140,8 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--train_seconds", type=float, default=None,
                    help="stop after this many seconds of training-loop wall time (chunk writing, validation, "
                         "checkpoint saving and, on CUDA, one warm-up pass for just-in-time compilation are not "
-                        "counted) instead of at train_iterations, which then only sets the lr schedule (lr "
-                        "stays at its final value past it)")
+                        "counted) instead of at train_iterations, which then only sets the lr schedule of "
+                        "--lr_schedule iterations (lr stays at its final value past it)")
     g.add_argument("--lr_schedule", choices=["iterations", "time"], default="iterations",
                    help="the lr decays by lr_decay_factor over train_iterations, or (time, with --train_seconds) "
                         "over the training clock, whatever the speed of the device")
@@ -170,7 +172,8 @@ def train_parser() -> configargparse.ArgumentParser:
 
 def eval_parser() -> configargparse.ArgumentParser:
     p = train_parser()
-    p.description = "Evaluate a merged container on the validation images (PSNR, SSIM, LPIPS, speed)."
+    p.description = ("Evaluate a merged container (--container_path) or one model's checkpoint (--ckpt_path) "
+                     "on the validation images (PSNR, SSIM, LPIPS, speed).")
     g = p.add_argument_group("evaluation")
     g.add_argument("--output_path", type=str, default=None,
                    help="where metrics and images go (default: EXP_NAME/eval)")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate a merged container on the validation images (see mega_nerf.evaluation.evaluator).
+"""Evaluate a merged container or one model's checkpoint on the validation images (see
+mega_nerf.evaluation.evaluator).
 
     python mega_nerf/eval.py --config_file C --exp_name E --dataset_path D --container_path container.pt
+    python mega_nerf/eval.py --config_file C --exp_name E --dataset_path D --ckpt_path E/models/t60.pt
     python -m torch.distributed.run --standalone --nproc_per_node N mega_nerf/eval.py ...
 """
 import pathlib
