@@ -15,6 +15,7 @@ The dataset is built in a sibling staging folder and renamed at the end
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional
@@ -129,11 +130,15 @@ def fit_cameras_to_images(frames: List[Frame]) -> tuple:
     return [replace(f, camera=fitted[f.camera]) for f in frames], notes
 
 
-def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOptions] = None) -> ImportSummary:
+def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOptions] = None,
+                  staging: Optional[Path] = None) -> ImportSummary:
     """Write ``scene`` as a Mega-NeRF dataset at ``output`` (which must not exist or be empty).
 
     Frames are ordered by natural name order; stems are ``000000, 000001, ...`` in that
     order (as Mega-NeRF's converter names them), so appearance indices follow it.
+
+    ``staging``: a staging folder of ``output`` the caller already holds (``staged_folder``,
+    e.g. with structure-from-motion files in it); the files go there and the caller renames it.
     """
     options = options or ImportOptions()
     output = Path(output)
@@ -159,8 +164,11 @@ def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOpti
 
     undistorter = Undistorter(options.downscale)
     sizes, any_alpha = set(), False
-    with staged_folder(output) as staging:
+    with nullcontext(staging) if staging is not None else staged_folder(output) as staging:
         write_coordinates(staging, origin, scale)
+        for split in ("train", "val"):  # load_dataset expects both, also without validation images
+            for sub in ("rgbs", "metadata"):
+                (staging / split / sub).mkdir(parents=True, exist_ok=True)
         for index, (frame, split, R, position) in enumerate(tqdm(
                 list(zip(frames, splits, aligned.rotations, aligned.positions)), desc="images", unit="img",
                 disable=not options.progress)):
