@@ -288,7 +288,7 @@ def render_orbit(count: int) -> tuple:
     return frames, c2ws
 
 
-ORBIT_FRAMES = 16
+ORBIT_FRAMES = 24  # 7.5 deg apart: at 12 deg (14 frames) the chain already breaks in two
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ Optional files that :func:`load_dataset` ignores (written by ``scripts/prepare_d
     DATASET/mappings.txt   original_image_name,stem per line (Mega-NeRF's file)
     DATASET/import.json    source, world_to_drb (3, 3) including the metre scale, split
     DATASET/config.yaml    suggested scene options (ray_altitude_range, near, ...)
+    DATASET/colmap/        --images / --video: the SfM model (sparse/0, binary; ENU metres when
+                           aligned to GPS), sfm.json (what was done), colmap.log, and for a video
+                           the extracted frames (images/), so ``--colmap DATASET/colmap`` re-imports it
 
 The world frame is DRB (x = down, y = right, z = back), so altitude is -x.  ``c2w`` columns
 are the camera's (right, up, back) axes in that frame (OpenGL convention) and its translation

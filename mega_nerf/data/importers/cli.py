@@ -120,7 +120,7 @@ def read_sfm(args: argparse.Namespace, staging: Path):
     print(f"SfM: {result.num_registered} of {len(names)} images registered, "
           f"{result.reconstruction.num_points3D()} points, {sum(result.seconds.values()):.0f} s "
           f"(features {result.seconds['features']:.0f}, matching {result.seconds['matching']:.0f}, "
-          f"mapping {result.seconds['mapping']:.0f})")
+          f"mapping {result.seconds['mapping']:.0f}); {result.matcher} matching ({result.matcher_reason})")
     for note in result.notes:
         print(f"note: {note}")
     return scene

@@ -54,6 +54,9 @@ MIN_REGISTERED_FRACTION = 0.5
 #: Sequential matching: neighbours in name order (quadratic overlap adds 2, 4, 8, ... further).
 SEQUENTIAL_OVERLAP = 10
 LARGE_SET_SEQUENTIAL_OVERLAP = 20
+#: Spatial matching: each image with its nearest neighbours by GPS (east/north) within this distance.
+SPATIAL_NEIGHBOURS = 50
+SPATIAL_MAX_DISTANCE_M = 250.0
 #: GPS alignment is used when the GPS positions spread at least this far (metres, RMS about
 #: their centre) and fit the cameras within max(GPS_MAX_RESIDUAL_M, 10 % of that spread) (median).
 GPS_MIN_SPREAD_M = 5.0
@@ -199,6 +202,16 @@ def colmap_log(path: Path) -> Iterator[None]:
                     part.unlink()
 
 
+@contextlib.contextmanager
+def _step(name: str) -> Iterator[None]:
+    """pycolmap reports failed checks as RuntimeError / ValueError: make them one line."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"structure-from-motion failed during {name}: {first}") from None
+
+
 def _gps_priors(database) -> Dict[str, np.ndarray]:
     """``{image name: (lat, lon, alt)}`` for images with EXIF GPS."""
     pycolmap = _pycolmap()
@@ -291,6 +304,8 @@ def _match(database_path: Path, matcher: str, count: int, options: SfmOptions) -
     else:
         pairing = pycolmap.SpatialPairingOptions()
         pairing.num_threads = options.num_threads
+        pairing.max_num_neighbors = SPATIAL_NEIGHBOURS  # the nearest ones by GPS, horizontally
+        pairing.max_distance = SPATIAL_MAX_DISTANCE_M
         pycolmap.match_spatial(path, matching_options=matching, pairing_options=pairing)
 
 
@@ -396,25 +411,28 @@ def run_sfm(image_dir: Path, work: Path, options: Optional[SfmOptions] = None,
     fixed_focal = (options.focal_px is not None or options.sensor_width_mm is not None) and not options.refine_focal
     with colmap_log(work / "colmap.log"):
         tick = time.perf_counter()
-        pycolmap.Database.open(str(database_path)).close()
-        notes += _import_images(database_path, image_dir, names, options)
-        database = pycolmap.Database.open(str(database_path))
-        exif_focals = {c.camera_id: c.mean_focal_length() for c in database.read_all_cameras()
-                       if c.has_prior_focal_length}
-        priors = _gps_priors(database) if options.use_gps else {}
-        database.close()
-        _extract(database_path, image_dir, names, options)
+        with _step("feature extraction"):
+            pycolmap.Database.open(str(database_path)).close()
+            notes += _import_images(database_path, image_dir, names, options)
+            database = pycolmap.Database.open(str(database_path))
+            exif_focals = {c.camera_id: c.mean_focal_length() for c in database.read_all_cameras()
+                           if c.has_prior_focal_length}
+            priors = _gps_priors(database) if options.use_gps else {}
+            database.close()
+            _extract(database_path, image_dir, names, options)
         seconds["features"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
         matcher, why = choose_matcher(options.matcher, len(names), bool(priors), options.video)
         if options.progress:
             print(f"SfM matching: {matcher} ({why})", flush=True)
-        _match(database_path, matcher, len(names), options)
+        with _step("matching"):
+            _match(database_path, matcher, len(names), options)
         seconds["matching"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        models = _map(database_path, image_dir, work / "models", len(names), options, fixed_focal)
+        with _step("mapping"):
+            models = _map(database_path, image_dir, work / "models", len(names), options, fixed_focal)
         seconds["mapping"] = time.perf_counter() - tick
 
     registered = models[0].num_reg_images() if models else 0
