@@ -174,3 +174,19 @@ def test_compute_scene_bounds_origin_offset_and_unit_sphere():
     assert b.near == pytest.approx(0.02) and b.far == pytest.approx(0.5)
     b2 = compute_scene_bounds(cams, torch.zeros(3), 100.0, None, ellipse_bounds=False)
     assert b2.center == [0.0, 0.0, 0.0] and b2.radius == [1.0, 1.0, 1.0] and b2.altitude_range is None
+
+
+def test_rays_keep_float32_precision_under_autocast():
+    """Eval renders inside bf16 autocast: the camera-to-world product must not drop to bf16."""
+    from mega_nerf.geometry.rays import image_rays
+
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(3, 3))
+    c2w = torch.cat([q, torch.randn(3, 1)], 1)
+    intrinsics = torch.tensor([1111.1, 1111.1, 400.0, 400.0])
+    reference = image_rays(800, 800, intrinsics, c2w)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = image_rays(800, 800, intrinsics, c2w)[1]
+    assert under_amp.dtype == torch.float32
+    # bf16 would be ~4e-3 off; a tenth of a pixel at f = 1111 is 9e-5.
+    assert float((under_amp - reference).abs().max()) < 1e-6
