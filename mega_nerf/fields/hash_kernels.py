@@ -15,9 +15,6 @@ them without a GPU.
 """
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
 
 try:
@@ -72,15 +69,8 @@ if triton is not None:
             tl.store(out_ptr + rows64[:, None] * (LEVELS * F) + level * F + feats[None, :], acc, mask=mask[:, None])
 
     @triton.jit
-    def _red_add_v2(ptr, a, b):
-        """``ptr[0] += a; ptr[1] += b`` as one vector reduction (sm_90+): half the atomic
-        operations of two scalar ``atomic_add``s, and atomics bound the backward pass."""
-        return tl.inline_asm_elementwise("red.global.add.v2.f32 [$1], {$2, $3};\n\tmov.u32 $0, 0;",
-                                         "=r,l,f,f", [ptr, a, b], dtype=tl.int32, is_pure=False, pack=1)
-
-    @triton.jit
     def _hash_encode_bwd(x_ptr, grad_out_ptr, grad_table_ptr, res_ptr, offset_ptr, size_ptr, dense_ptr, n,
-                         LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, VECTOR_ATOMIC: tl.constexpr):
+                         LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         level = tl.program_id(1)
         rows = pid * BLOCK + tl.arange(0, BLOCK)
@@ -100,35 +90,17 @@ if triton is not None:
         tx, ty, tz = sx - fx, sy - fy, sz - fz
         res1 = res + 1
         rows64 = rows.to(tl.int64)
-        grad_row = grad_out_ptr + rows64 * (LEVELS * F) + level * F
-        if VECTOR_ATOMIC:  # F == 2
-            g0 = tl.load(grad_row, mask=mask, other=0.0).to(tl.float32)
-            g1 = tl.load(grad_row + 1, mask=mask, other=0.0).to(tl.float32)
-        else:
-            grad = tl.load(grad_row[:, None] + feats[None, :], mask=mask[:, None], other=0.0).to(tl.float32)
+        grad = tl.load(grad_out_ptr + rows64[:, None] * (LEVELS * F) + level * F + feats[None, :],
+                       mask=mask[:, None], other=0.0).to(tl.float32)
         for corner in tl.static_range(8):
             ox, oy, oz = corner // 4, (corner // 2) % 2, corner % 2
             w = ((tx if ox else 1 - tx) * (ty if oy else 1 - ty) * (tz if oz else 1 - tz))
             index = _corner_index(bx + ox, by + oy, bz + oz, res1, size, dense) + offset
-            if VECTOR_ATOMIC:
-                # Rows past the end add zeros to entry 0 (no predicate needed in the asm).
-                w = tl.where(mask, w, 0.0)
-                index = tl.where(mask, index, 0)
-                _red_add_v2(grad_table_ptr + index * 2, w * g0, w * g1)
-            else:
-                tl.atomic_add(grad_table_ptr + index[:, None] * F + feats[None, :], w[:, None] * grad,
-                              mask=mask[:, None], sem="relaxed")
+            tl.atomic_add(grad_table_ptr + index[:, None] * F + feats[None, :], w[:, None] * grad,
+                          mask=mask[:, None], sem="relaxed")
 
 
 _BLOCK = 128
-#: Whether the vector-atomic backward compiled on this machine (None: not tried yet).
-_vector_atomic_works: dict = {}
-
-
-def _use_vector_atomic(table: torch.Tensor) -> bool:
-    if table.shape[1] != 2 or not table.is_cuda or os.environ.get("TRITON_INTERPRET") == "1":
-        return False
-    return torch.cuda.get_device_capability(table.device)[0] >= 9 and _vector_atomic_works.get(table.device, True)
 
 
 class _HashEncode(torch.autograd.Function):
@@ -149,20 +121,9 @@ class _HashEncode(torch.autograd.Function):
         n, levels = x.shape[0], resolutions.shape[0]
         grad_table = torch.zeros(ctx.table_shape, device=x.device, dtype=torch.float32)
         if n > 0:
-            grad_out = grad_out.contiguous()
-            launch = _hash_encode_bwd[(triton.cdiv(n, _BLOCK), levels)]
-            args = (x, grad_out, grad_table, resolutions, offsets, sizes, dense, n)
-            vector = _use_vector_atomic(grad_table)
-            if vector:
-                try:
-                    launch(*args, LEVELS=levels, F=2, BLOCK=_BLOCK, VECTOR_ATOMIC=True)
-                except Exception as e:  # an older ptxas: fall back to scalar atomics for good
-                    warnings.warn(f"vector atomics unavailable ({type(e).__name__}); using scalar atomics")
-                    _vector_atomic_works[grad_table.device] = False
-                    grad_table.zero_()
-                    vector = False
-            if not vector:
-                launch(*args, LEVELS=levels, F=ctx.table_shape[1], BLOCK=_BLOCK, VECTOR_ATOMIC=False)
+            _hash_encode_bwd[(triton.cdiv(n, _BLOCK), levels)](
+                x, grad_out.contiguous(), grad_table, resolutions, offsets, sizes, dense, n,
+                LEVELS=levels, F=ctx.table_shape[1], BLOCK=_BLOCK)
         return None, grad_table.to(ctx.table_dtype), None, None, None, None
 
 
