@@ -170,6 +170,39 @@ def train_parser() -> configargparse.ArgumentParser:
     return p
 
 
+def train_cells_parser() -> configargparse.ArgumentParser:
+    """train.py's options, for every cell of a grid at once (``mega_nerf.train_cells``)."""
+    p = train_parser()
+    p.description = ("Train every cell of a grid under torch.distributed.run: each rank (or group of "
+                     "--gpus_per_cell ranks) takes the next untrained cell from a queue shared by every rank. "
+                     "Cell k trains in EXP_NAME-k with chunks in CHUNK_PATHS-k and masks "
+                     "CLUSTER_MASK_PATH/k, the layout of the parscript job list.")
+    for action in p._actions:
+        if action.dest == "exp_name":
+            action.help = "experiment prefix: cell k trains in EXP_NAME-k; the grid's summary goes to EXP_NAME/"
+        elif action.dest == "chunk_paths":
+            action.help = "scratch prefixes: cell k's ray chunks go to CHUNK_PATHS-k (default: EXP_NAME-k/chunks)"
+        elif action.dest == "cluster_mask_path":
+            action.help = "the mask folder (MASKS, with params.pt): every cell that some ray reaches is trained"
+            action.required = True
+    g = p.add_argument_group("cells")
+    g.add_argument("--cells", type=int, nargs="+", default=None,
+                   help="train only these cells (default: every cell some ray reaches)")
+    g.add_argument("--gpus_per_cell", type=int, default=1,
+                   help="ranks that train one cell together, data-parallel (gradients all-reduced); a "
+                        "divisor of the processes per node")
+    g.add_argument("--chunks_only", default=False, action="store_true",
+                   help="only write every cell's ray chunks (in parallel over the ranks), no training")
+    g.add_argument("--cell_heartbeat_timeout", type=float, default=120.0,
+                   help="seconds without a heartbeat after which a cell held by a rank is taken over by "
+                        "another, from its last checkpoint")
+    g.add_argument("--data_parallel_timeout", type=float, default=1800.0,
+                   help="seconds a data-parallel group waits in a collective before it fails")
+    g.add_argument("--progress_interval", type=float, default=10.0,
+                   help="seconds between the grid's progress updates on rank 0")
+    return p
+
+
 def eval_parser() -> configargparse.ArgumentParser:
     p = train_parser()
     p.description = ("Evaluate a merged container (--container_path) or one model's checkpoint (--ckpt_path) "

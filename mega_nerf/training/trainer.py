@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mega_nerf.data.chunks import ChunkStream, open_chunks, write_chunks
 from mega_nerf.data.format import PosedDataset, load_dataset
 from mega_nerf.distributed import ProcessInfo, default_device
+from mega_nerf.distributed.data_parallel import CellGroup
 from mega_nerf.errors import UserError, require
 from mega_nerf.evaluation.images import colorize_depth, side_by_side
 from mega_nerf.evaluation.metrics import psnr
@@ -28,6 +29,7 @@ from mega_nerf.fields.model import SceneModel, model_config_from_args
 from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, scene_bounds_from_args
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
+from mega_nerf.training import cell_lock
 from mega_nerf.training.ray_data import RayTable, pixel_selector
 
 CHECKPOINT_DIR = "models"
@@ -118,8 +120,19 @@ def check_params_match(params: dict, bounds: SceneBounds, where: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace):
+    """Trains one cell (or the whole scene) in this process, or, with ``group``, together with the
+    other ranks of a data-parallel group (see :mod:`mega_nerf.distributed.data_parallel`): then
+    only the group's leader writes chunks, checkpoints, logs and the summary."""
+
+    def __init__(self, args: argparse.Namespace, group: Optional[CellGroup] = None):
         self.args = args
+        self.group = group
+        self.leader = group is None or group.is_leader
+        self.show_progress = True  # the per-step progress bar (the leader's only)
+        require(group is None or args.train_seconds is None,
+                "--train_seconds is not supported with several GPUs per cell; train for --train_iterations")
+        require(group is None or args.batch_size % group.size == 0,
+                f"--batch_size {args.batch_size} must be a multiple of the GPUs per cell ({group and group.size})")
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         self.device = default_device(args.device, ProcessInfo())
@@ -136,6 +149,9 @@ class Trainer:
         self.model_config = model_config_from_args(args, self.bounds, len(self.items))
         seed_everything(args.random_seed)  # the same seed gives the same initial weights
         self.model = SceneModel(self.model_config).to(self.device)
+        if group is not None:
+            group.broadcast_module(self.model)  # the same seed gives the same weights; this makes sure
+        self.use_amp = args.amp and self.device.type == "cuda"
         self.lr = args.lr if args.lr is not None else DEFAULT_LR[args.model_type]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.99), eps=1e-15,
                                           fused=self.device.type == "cuda")
@@ -168,6 +184,25 @@ class Trainer:
                                   self.args.random_seed, settings)
         print(f"{chunks.num_rays} training rays in {len(chunks.files)} chunks, "
               f"{chunks.bytes_on_disk / max(chunks.num_rays, 1):.2f} bytes per ray on disk", flush=True)
+        return chunks
+
+    def prepare_group_chunks(self):
+        """:meth:`prepare_chunks` on the group's leader; the other ranks open what it wrote."""
+        if self.group is None:
+            return self.prepare_chunks()
+        error = None
+        if self.group.is_leader:
+            try:
+                self.prepare_chunks()
+            except UserError as e:
+                error = str(e)
+        error = self.group.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
+        paths = [Path(p) for p in (self.args.chunk_paths or [self.exp_dir / "chunks"])]
+        chunks = open_chunks(paths, self._chunk_settings())
+        require(chunks is not None, f"{paths[0]}: the group leader's chunks are not visible here; the "
+                                    f"experiment and chunk folders must be on a filesystem every node shares")
         return chunks
 
     # ------------------------------------------------------------- checkpoints
@@ -296,30 +331,86 @@ class Trainer:
         writer.add_image("val/0", strip.numpy(), self.iteration, dataformats="HWC")
         return value
 
+    def compute_gradients(self, rgb_u8: torch.Tensor, ids: torch.Tensor, table: RayTable,
+                          jitter: bool = True) -> torch.Tensor:
+        """Forward and backward of one batch (this rank's share of it in a group, whose gradients
+        are then averaged over the group); returns the batch's loss.  ``jitter=False`` samples
+        deterministically (tests compare gradients)."""
+        if self.group is not None:
+            rgb_u8, ids = self.group.shard(rgb_u8, ids)
+        rays_o, rays_d, appearance = table.rays(ids)
+        target = rgb_u8.to(self.device).float() / 255
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            out = render_rays(self.model, rays_o, rays_d, appearance, self.bounds, self.sampling, train=jitter)
+        loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.group is not None:
+            loss = self.group.all_reduce_gradients(self.model.parameters(), loss)
+        if not torch.isfinite(loss):
+            raise UserError(f"training diverged at iteration {self.iteration} (loss {loss.item()}); usually a "
+                            f"wrong ray_altitude_range or frame: check them with the synthetic config, or "
+                            f"lower --lr")
+        return loss
+
     def train(self) -> dict:
+        """Train (or resume) to the end; holds the cell's lock file (:mod:`cell_lock`) meanwhile."""
+        if not self.leader:
+            return self._train()
+        try:
+            cell_lock.acquire(self.exp_dir)
+        except cell_lock.CellBusy as e:
+            raise UserError(f"{e}; wait for it to finish or use another --exp_name") from None
+        try:
+            return self._train()
+        finally:
+            cell_lock.release(self.exp_dir)
+
+    def _late_summary(self) -> dict:
+        """The summary of a run that stopped between its final checkpoint and its summary (killed
+        during the final validation): validated and written now, without the run's speed."""
+        if not self.leader:
+            return {}
+        writer = SummaryWriter(str(self.exp_dir / "tb"))
+        val_psnr = self.validate(writer)
+        writer.close()
+        summary = {"iterations": self.iteration, "start_iteration": self.iteration, "seconds": 0.0,
+                   "elapsed_seconds": self.clock.seconds, "rays_per_second": None, "batch_size": self.args.batch_size,
+                   "val_psnr_first_image": val_psnr, "time_checkpoints": self.time_marks,
+                   "parameters": self.model.parameter_count(), "device": str(self.device), "cell": self.cell,
+                   "note": "written by a later run: the run that trained this stopped after its final checkpoint"}
+        atomic_write_json(summary, self.exp_dir / "train_summary.json")
+        return summary
+
+    def _train(self) -> dict:
         args = self.args
-        self._write_experiment_files()
+        if self.leader:
+            self._write_experiment_files()
         self.maybe_resume()
         if self.finished():
             done = (f"{self.clock.seconds:.1f} s" if args.train_seconds is not None
                     else f"{self.iteration} iterations")
             print(f"{self.exp_dir}: already trained ({done})", flush=True)
-            return json.loads((self.exp_dir / "train_summary.json").read_text()) \
-                if (self.exp_dir / "train_summary.json").exists() else {}
+            if (self.exp_dir / "train_summary.json").exists():
+                return json.loads((self.exp_dir / "train_summary.json").read_text())
+            return self._late_summary()
         chunk_started = time.perf_counter()
-        chunks = self.prepare_chunks()
+        chunks = self.prepare_group_chunks()
         chunk_seconds = time.perf_counter() - chunk_started
         table = RayTable(self.items, self.device, args.center_pixels)
         stream = ChunkStream(chunks, args.batch_size, args.random_seed, self.stream_state)
-        writer = SummaryWriter(str(self.exp_dir / "tb"))
-        use_amp = args.amp and self.device.type == "cuda"
+        writer = SummaryWriter(str(self.exp_dir / "tb")) if self.leader else None
+        use_amp = self.use_amp
+        if self.group is not None:  # each replica jitters its own rays differently
+            torch.manual_seed(args.random_seed * 1009 + 31 * self.group.rank + self.iteration)
         timed = args.train_seconds is not None
         marks = sorted(m for m in args.checkpoint_at_seconds if m > self.clock.seconds)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start_iteration, start_seconds, started = self.iteration, self.clock.seconds, time.time()
         progress = tqdm(total=None if timed else args.train_iterations, initial=self.iteration,
-                        desc=f"train {self.exp_dir.name}", file=sys.stdout, mininterval=2.0, dynamic_ncols=True)
+                        desc=f"train {self.exp_dir.name}", file=sys.stdout, mininterval=2.0, dynamic_ncols=True,
+                        disable=not (self.leader and self.show_progress))
         loss_value = psnr_value = float("nan")
         loss = None
         batches = iter(stream)
@@ -329,43 +420,39 @@ class Trainer:
         while not self.finished():
             rgb_u8, ids = next(batches)
             self.stream_state = dict(stream.state)
-            rays_o, rays_d, appearance = table.rays(ids)
-            target = rgb_u8.to(self.device).float() / 255
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr(self.iteration)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = render_rays(self.model, rays_o, rays_d, appearance, self.bounds, self.sampling, train=True)
-            loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
-            if not torch.isfinite(loss):
-                raise UserError(f"training diverged at iteration {self.iteration} (loss {loss.item()}); usually a "
-                                f"wrong ray_altitude_range or frame: check them with the synthetic config, or "
-                                f"lower --lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for param_group in self.optimizer.param_groups:
+                param_group["lr"] = self._lr(self.iteration)
+            loss = self.compute_gradients(rgb_u8, ids, table)
             self.optimizer.step()
             self.iteration += 1
             if self.model.has_occupancy and self.iteration % args.occupancy_update_interval == 0:
                 self.model.occupancy.update(self.model.density, self.occupancy_threshold)
+                if self.group is not None:
+                    self.group.broadcast_module(self.model.occupancy)
             progress.update(1)
             last = not timed and self.iteration == args.train_iterations
             if self.iteration % args.log_interval == 0 or last:
                 loss_value = loss.item()
                 psnr_value = -10 * math.log10(max(loss_value, 1e-10))
-                writer.add_scalar("train/loss", loss_value, self.iteration)
-                writer.add_scalar("train/psnr", psnr_value, self.iteration)
-                writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss_value, self.iteration)
+                    writer.add_scalar("train/psnr", psnr_value, self.iteration)
+                    writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
                 progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
             if marks and self.clock.seconds >= marks[0]:
                 self._sync()  # the clock must cover the work queued so far
                 with self.clock.paused():
                     while marks and self.clock.seconds >= marks[0]:
-                        self.save_time_checkpoint(marks.pop(0))
-            if self.iteration % args.val_interval == 0:
+                        mark = marks.pop(0)
+                        if self.leader:
+                            self.save_time_checkpoint(mark)
+            if self.iteration % args.val_interval == 0 and self.leader:
                 with self.clock.paused():
                     self.validate(writer)
             if self.iteration % args.ckpt_interval == 0 or last:
                 with self.clock.paused():
-                    self.save_checkpoint()
+                    if self.leader:
+                        self.save_checkpoint()
                     saved_iteration = self.iteration
         self._sync()
         self.clock.stop()
@@ -373,13 +460,18 @@ class Trainer:
         if loss is not None and self.iteration % args.log_interval != 0:
             loss_value = loss.item()
             psnr_value = -10 * math.log10(max(loss_value, 1e-10))
-        if saved_iteration != self.iteration:
+        if saved_iteration != self.iteration and self.leader:
             self.save_checkpoint()
+        if self.group is not None:
+            self.group.check_identical(self.model)
         train_seconds = self.clock.seconds - start_seconds
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        val_psnr = self.validate(writer)
-        writer.close()
-        summary = {"iterations": self.iteration, "seconds": train_seconds, "wall_seconds": time.time() - started,
+        val_psnr = None
+        if writer is not None:
+            val_psnr = self.validate(writer)
+            writer.close()
+        summary = {"iterations": self.iteration, "start_iteration": start_iteration,
+                   "seconds": train_seconds, "wall_seconds": time.time() - started,
                    "chunk_seconds": chunk_seconds, "warmup_seconds": warmup_seconds,
                    "elapsed_seconds": self.clock.seconds,
                    "rays_per_second": (self.iteration - start_iteration) * args.batch_size / max(train_seconds, 1e-9),
@@ -388,6 +480,8 @@ class Trainer:
                    "peak_memory_bytes": peak,
                    "training_rays": chunks.num_rays, "chunk_bytes_per_ray": chunks.bytes_on_disk / chunks.num_rays,
                    "parameters": self.model.parameter_count(), "device": str(self.device),
-                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cell": self.cell}
-        atomic_write_json(summary, self.exp_dir / "train_summary.json")
+                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cell": self.cell,
+                   "data_parallel_ranks": 1 if self.group is None else self.group.size}
+        if self.leader:
+            atomic_write_json(summary, self.exp_dir / "train_summary.json")
         return summary
