@@ -10,8 +10,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from mega_nerf import distributed  # noqa: E402
 from mega_nerf.config import parse, train_parser  # noqa: E402
 from mega_nerf.data.chunks import ChunkStream  # noqa: E402

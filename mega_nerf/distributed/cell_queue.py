@@ -24,7 +24,9 @@ is compared across hosts).  ``compare_set`` makes each claim and takeover exclus
 """
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -48,16 +50,21 @@ class Claim:
 
 
 def launch_store(prefix: str = "mega_nerf/train_cells") -> Tuple[dist.Store, int]:
-    """``(store, generation)``: the default process group's store under a prefix unique to this
-    launch (or elastic restart), or an in-process store when there is no process group.
+    """``(store, generation)``: the launch's store (torchrun's, at MASTER_ADDR:MASTER_PORT) under a
+    prefix unique to this start of the workers, or an in-process store when there is no process group.
 
-    The agent's store outlives an elastic restart, so each start of the workers draws a new
-    generation number (rank 0, ``store.add``) and broadcasts it: keys of an earlier generation are
-    never seen again.  Called by every rank at start-up (a collective).
+    The queue gets its own client connection, so its threads never share one with the process
+    group's internals.  torchrun's store can outlive an elastic restart, so each start of the workers
+    draws a new generation number (rank 0, ``store.add``) and broadcasts it: keys of an earlier
+    generation are never seen again.  Called by every rank at start-up (a collective).
     """
     if not dist.is_initialized():
         return dist.HashStore(), 1
-    base = dist.distributed_c10d._get_default_store()
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if addr and port:
+        base = dist.TCPStore(addr, int(port), is_master=False, timeout=datetime.timedelta(seconds=60))
+    else:
+        base = dist.distributed_c10d._get_default_store()
     box = [base.add(f"{prefix}/generation", 1) if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     generation = int(box[0])
@@ -83,7 +90,8 @@ class CellQueue:
         self._skip_until: Dict[int, float] = {}
 
     # ------------------------------------------------------------ store access
-    def _op(self, fn: Callable, *args):
+    def call(self, fn: Callable, *args):
+        """``fn(*args)`` on the store under this process's store lock; a lost store raises QueueLost."""
         with self.lock:
             try:
                 return fn(*args)
@@ -93,30 +101,30 @@ class CellQueue:
     def _get(self, key: str) -> Optional[str]:
         def get():
             return self.store.get(key).decode() if self.store.check([key]) else None
-        return self._op(get)
+        return self.call(get)
 
     def _cas(self, key: str, expected: str, desired: str) -> bool:
-        return self._op(self.store.compare_set, key, expected, desired).decode() == desired
+        return self.call(self.store.compare_set, key, expected, desired).decode() == desired
 
     def _key(self, cell: int, what: str) -> str:
         return f"cell/{cell}/{what}"
 
     # ----------------------------------------------------------------- claims
     def _token(self) -> str:
-        return f"{self.worker}#{self._op(self.store.add, 'claims', 1)}"
+        return f"{self.worker}#{self.call(self.store.add, 'claims', 1)}"
 
     def record(self, cell: int) -> Optional[dict]:
         value = self._get(self._key(cell, "done"))
         return None if value is None else json.loads(value)
 
     def resolved_count(self) -> int:
-        return int(self._op(self.store.add, "resolved", 0))
+        return int(self.call(self.store.add, "resolved", 0))
 
     def claim(self):
         """The next cell for this worker (a :class:`Claim`), :data:`WAIT`, or None when every cell
         is resolved."""
         while True:
-            index = int(self._op(self.store.add, "next", 1)) - 1
+            index = int(self.call(self.store.add, "next", 1)) - 1
             if index >= len(self.cells):
                 break
             cell = self.cells[index]
@@ -172,16 +180,16 @@ class CellQueue:
     def resolve(self, cell: int, record: dict) -> None:
         """Mark the cell done or failed (``record['status']``); counted once."""
         if self._cas(self._key(cell, "done"), "", json.dumps(record)):
-            self._op(self.store.add, "resolved", 1)
+            self.call(self.store.add, "resolved", 1)
 
     def first_to_finish(self) -> bool:
         """True for exactly one caller: the worker that writes the summary."""
-        return int(self._op(self.store.add, "summary", 1)) == 1
+        return int(self.call(self.store.add, "summary", 1)) == 1
 
     # -------------------------------------------------------------- heartbeat
     def beat(self, cell: int, progress: float) -> None:
-        self._op(self.store.set, self._key(cell, "progress"), f"{progress:.6f}")
-        self._op(self.store.add, self._key(cell, "hb"), 1)
+        self.call(self.store.set, self._key(cell, "progress"), f"{progress:.6f}")
+        self.call(self.store.add, self._key(cell, "hb"), 1)
 
     def heartbeat(self, cell: int, progress: Callable[[], float], interval: float) -> "Heartbeat":
         return Heartbeat(self, cell, progress, interval)

@@ -88,14 +88,15 @@ class CellGroup:
         return box[0]
 
     def check_identical(self, module: nn.Module) -> None:
-        """Raise when the replicas' weights differ (they must stay bit-identical)."""
+        """Raise when the replicas' weights or buffers (occupancy grids) differ: they must stay identical."""
         with torch.no_grad():
-            sums = torch.stack([p.detach().double().sum() for p in module.parameters()])
+            tensors = list(module.parameters()) + list(module.buffers())
+            sums = torch.stack([t.detach().double().sum() for t in tensors])
             both = torch.cat([sums, -sums])
             dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.process_group)
             n = len(sums)
             if not torch.equal(both[:n], -both[n:]):
-                raise RuntimeError("data-parallel replicas diverged: their weights differ after training")
+                raise RuntimeError("data-parallel replicas diverged: their weights or buffers differ after training")
 
 
 def make_groups(gpus_per_cell: int, timeout_seconds: float) -> CellGroup | None:

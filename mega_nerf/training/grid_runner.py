@@ -31,11 +31,11 @@ import torch
 
 from mega_nerf import distributed
 from mega_nerf.distributed.cell_queue import WAIT, Claim, CellQueue, QueueLost, launch_store
-from mega_nerf.distributed.data_parallel import CellGroup, make_groups
+from mega_nerf.distributed.data_parallel import make_groups
 from mega_nerf.errors import UserError, require
 from mega_nerf.training import cell_lock
-from mega_nerf.training.cells import (cell_args, cell_exp_dir, cell_finished, chunks_written, grid_cells,
-                                      log_run_event, write_run_record)
+from mega_nerf.training.cells import (cell_args, cell_finished, chunks_written, grid_cells, log_run_event,
+                                      write_run_record)
 from mega_nerf.training.grid_report import GridProgress, grid_summary, read_grid_summary, write_grid_summary
 
 #: Test hook: ``RANK:CODE`` makes that rank leave with os._exit(CODE) right after the first checkpoint
@@ -114,7 +114,7 @@ class GridRun:
 
     def _publish(self, seq: int, task: dict) -> None:
         if self.group is not None:
-            self.queue._op(self.store.set, f"group/{self.group_id}/task/{seq}", json.dumps(task))
+            self.queue.call(self.store.set, f"group/{self.group_id}/task/{seq}", json.dumps(task))
 
     # ---------------------------------------------------------------- main
     def run(self) -> int:
@@ -169,7 +169,7 @@ class GridRun:
         return 1 if failed else 0
 
     def _launch_started(self) -> float:
-        value = self.queue._op(lambda: self.store.get("started") if self.store.check(["started"]) else None)
+        value = self.queue.call(lambda: self.store.get("started") if self.store.check(["started"]) else None)
         return float(value.decode()) if value else self.started
 
     def _write_summary(self, records: dict, refresh: bool = False) -> Path:
@@ -282,11 +282,11 @@ class GridRun:
         from mega_nerf.training.trainer import Trainer
 
         seq = 0
-        key = lambda s: f"group/{self.group_id}/task/{s}"  # noqa: E731
         while True:
-            while not self.queue._op(self.store.check, [key(seq)]):
+            key = f"group/{self.group_id}/task/{seq}"
+            while not self.queue.call(self.store.check, [key]):
                 time.sleep(POLL_SECONDS)
-            task = json.loads(self.queue._op(self.store.get, key(seq)).decode())
+            task = json.loads(self.queue.call(self.store.get, key).decode())
             seq += 1
             if task.get("stop"):
                 return 0
