@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 
 from helpers_pipeline import make_nadir_dataset
-from mega_nerf.config import parse, train_parser
+from mega_nerf.config import parse, train_cells_parser, train_parser
 from mega_nerf.distributed.cell_queue import WAIT, CellQueue, launch_store
 from mega_nerf.errors import UserError
 from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
 from mega_nerf.training import cell_lock
-from mega_nerf.training.cells import run_events
+from mega_nerf.training.cells import cell_args, grid_cells, run_events
 from mega_nerf.training.grid_runner import EXIT_AFTER_CHECKPOINT
 from mega_nerf.training.trainer import Trainer
 
@@ -243,6 +243,22 @@ def test_a_released_cell_is_taken_by_another_worker_first():
     a.release(claim, retry_after=5)
     assert a.claim() == WAIT  # a waits before it looks at the cell again
     assert b.claim().cell == 0
+
+
+def test_grid_cells_skip_unreached_cells_and_use_the_parscript_layout(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    torch.save({"centroids": torch.zeros(4, 3), "cell_pixel_counts": torch.tensor([5, 0, 7, 3])}, masks / "params.pt")
+    assert grid_cells(masks) == ([0, 2, 3], [1])
+    assert grid_cells(masks, only=[1, 2]) == ([2], [1])
+    with pytest.raises(UserError, match="--cells 4"):
+        grid_cells(masks, only=[4])
+    args = parse(train_cells_parser(), ["--exp_name", "runs/E", "--dataset_path", "D", "--chunk_paths", "/s1/P", "/s2/P",
+                                        "--cluster_mask_path", str(masks)])
+    cell = cell_args(args, 2)  # what write_parscript.py's job line gives cell 2
+    assert (cell.exp_name, cell.chunk_paths, cell.cluster_mask_path) == ("runs/E-2", ["/s1/P-2", "/s2/P-2"],
+                                                                         str(masks / "2"))
+    assert args.exp_name == "runs/E"
 
 
 def test_launch_store_without_a_process_group_is_private():

@@ -89,6 +89,8 @@ class GridProgress:
             remaining += 1.0 - progress
         elapsed = time.time() - self.started
         running = [f"{e['cell']}:{100 * e['progress']:.0f}%" for e in snapshot if e["record"] is None and e["owner"]]
+        if len(running) > 12:
+            running = running[:12] + [f"+{len(running) - 12} more"]
         eta = "?" if gained <= 0 else _duration(remaining * elapsed / gained)
         self.bar.n = len(self.reported)
         self.bar.set_description_str(f"{self.label}: {len(self.reported)}/{len(snapshot)} done, elapsed "
