@@ -24,7 +24,7 @@ from mega_nerf.distributed.cell_queue import WAIT, CellQueue, launch_store
 from mega_nerf.errors import UserError
 from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
 from mega_nerf.training import cell_lock
-from mega_nerf.training.cells import cell_args, grid_cells, run_events
+from mega_nerf.training.cells import cell_args, grid_cells, largest_first, run_events
 from mega_nerf.training.grid_runner import EXIT_AFTER_CHECKPOINT
 from mega_nerf.training.trainer import Trainer
 
@@ -250,6 +250,7 @@ def test_grid_cells_skip_unreached_cells_and_use_the_parscript_layout(tmp_path):
     masks.mkdir()
     torch.save({"centroids": torch.zeros(4, 3), "cell_pixel_counts": torch.tensor([5, 0, 7, 3])}, masks / "params.pt")
     assert grid_cells(masks) == ([0, 2, 3], [1])
+    assert largest_first(masks, [0, 2, 3]) == [2, 0, 3]  # the queue's order
     assert grid_cells(masks, only=[1, 2]) == ([2], [1])
     with pytest.raises(UserError, match="--cells 4"):
         grid_cells(masks, only=[4])

@@ -45,6 +45,15 @@ def grid_cells(mask_root: Path, only: Optional[Sequence[int]] = None) -> Tuple[L
     return cells, empty
 
 
+def largest_first(mask_root: Path, cells: Sequence[int]) -> List[int]:
+    """The cells in queue order: most pixels first (chunk writing takes longer for larger cells, and
+    handing out the longest jobs first balances the ranks best), then by index."""
+    pixels = load_mask_params(mask_root).get("cell_pixel_counts")
+    if pixels is None:
+        return list(cells)
+    return sorted(cells, key=lambda k: (-int(pixels[k]), k))
+
+
 def cell_exp_dir(exp_prefix: str, cell: int) -> Path:
     return Path(f"{exp_prefix}-{cell}")
 

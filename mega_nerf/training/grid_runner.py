@@ -34,8 +34,8 @@ from mega_nerf.distributed.cell_queue import WAIT, Claim, CellQueue, QueueLost, 
 from mega_nerf.distributed.data_parallel import make_groups
 from mega_nerf.errors import UserError, require
 from mega_nerf.training import cell_lock
-from mega_nerf.training.cells import (cell_args, cell_finished, chunks_written, grid_cells, log_run_event,
-                                      write_run_record)
+from mega_nerf.training.cells import (cell_args, cell_finished, chunks_written, grid_cells, largest_first,
+                                      log_run_event, write_run_record)
 from mega_nerf.training.grid_report import GridProgress, grid_summary, read_grid_summary, write_grid_summary
 
 #: Test hook: ``RANK:CODE`` makes that rank leave with os._exit(CODE) right after the first checkpoint
@@ -95,7 +95,8 @@ class GridRun:
         ranks = f"ranks {self.group.ranks[0]}-{self.group.ranks[-1]}" if self.group else f"rank{self.info.rank}"
         self.worker = f"{ranks}@{self.host}/{self.device}"
         kind = "chunks" if args.chunks_only else "train"
-        self.queue = CellQueue(self.store, self.cells, self.worker, args.cell_heartbeat_timeout, name=kind)
+        order = largest_first(Path(args.cluster_mask_path), self.cells)
+        self.queue = CellQueue(self.store, order, self.worker, args.cell_heartbeat_timeout, name=kind)
         self.started = time.time()
         if self.info.rank == 0:
             self.store.set("started", repr(self.started))
