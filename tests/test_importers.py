@@ -404,6 +404,62 @@ def test_transforms_round_trip_rays_hit_the_same_points(tmp_path):
     assert tuple(items_by_name(black)["train/r_1"].load_image()[0, 0].tolist()) == (0, 0, 0)
 
 
+def look_at_c2w(position, target) -> np.ndarray:
+    """(3, 4) OpenGL camera-to-world at ``position`` looking at ``target``, level (z-up world)."""
+    back = np.asarray(position, float) - target
+    back /= np.linalg.norm(back)
+    right = np.cross([0, 0, 1.0], back)
+    right /= np.linalg.norm(right)
+    return np.concatenate([np.stack([right, np.cross(back, right), back], 1), np.asarray(position, float)[:, None]], 1)
+
+
+def test_transforms_with_a_large_aabb_scale_takes_the_box_from_the_cameras(tmp_path):
+    """Instant-NGP's aabb_scale 16 is the region it renders, background included (a cube of
+    +-24 units here): the foreground box comes from the cameras instead: around the point they
+    look at (two cameras aimed elsewhere do not move it), sized by their field of view, holding
+    no camera; photos without alpha keep the background model; the altitude planes bracket it."""
+    target = np.array([1.5, -0.7, 0.4])
+    poses = []
+    for k in range(16):
+        az, el = np.radians(360 * k / 16), np.radians(15 + 20 * (k % 2))
+        distance = 4.0 + 0.5 * (k % 3)
+        poses.append(look_at_c2w(target + distance * np.array([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el),
+                                                                np.sin(el)]), target))
+    for az in (40, 220):  # aimed 1.8 units above the target (~25 deg off)
+        position = target + 4.2 * np.array([np.cos(np.radians(az)), np.sin(np.radians(az)), 0.5])
+        poses.append(look_at_c2w(position, target + [0, 0, 1.8]))
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    frames = []
+    for k, c2w in enumerate(poses):
+        cv2.imwrite(str(tmp_path / "src" / "images" / f"{k:03d}.jpg"), np.full((H, W, 3), 90, np.uint8))
+        frames.append({"file_path": f"images/{k:03d}.jpg", "transform_matrix": np.vstack([c2w, [0, 0, 0, 1]]).tolist()})
+    fx, fy = 70.0, 72.0
+    (tmp_path / "src" / "transforms.json").write_text(json.dumps(
+        {"fl_x": fx, "fl_y": fy, "cx": W / 2, "cy": H / 2, "w": W, "h": H, "aabb_scale": 16, "frames": frames}))
+    dataset = prepare("--transforms", tmp_path / "src" / "transforms.json", "--output", tmp_path / "ds")
+    info = import_info(dataset)
+    text = (dataset / "config.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert "aabb_scale 16" in text and "estimated from the cameras" in text
+    lo, hi = np.array(config["foreground_bounds"]).reshape(2, 3)
+    target_drb = info["world_to_drb"] @ target
+    cameras_drb = np.stack([c2w[:, 3] for c2w in poses]) @ info["world_to_drb"].T
+    half = (hi - lo) / 2
+    np.testing.assert_allclose((lo + hi) / 2, target_drb, atol=0.02 * 4)  # centred on the look-at point
+    np.testing.assert_allclose(half, half[0], rtol=1e-3)  # a cube
+    median = float(np.median(np.linalg.norm(cameras_drb - target_drb, axis=-1)))
+    short, long = np.arctan(H / 2 / fy), np.arctan(W / 2 / fx)
+    assert median * np.sin(short) * 1.09 < half[0] < median * np.sin(long) * 1.11  # framed by the median camera
+    assert not ((cameras_drb > lo) & (cameras_drb < hi)).all(-1).any()  # no camera inside
+    top, ground = config["ray_altitude_range"]
+    assert top < lo[0] and hi[0] < ground and (cameras_drb[:, 0] < ground).all()
+    args = train_parser().parse_args(["--config_file", str(dataset / "config.yaml"), "--exp_name", "x",
+                                      "--dataset_path", str(dataset)])
+    assert args.bg_nerf and not args.white_background  # real photos: the background model explains the rest
+    check = json.loads((dataset / "scene_check.json").read_text())
+    assert check["warnings"] == [] and not any("inside the foreground box" in n for n in check["notes"])
+
+
 def test_transforms_with_mixed_sizes_and_shared_intrinsics_is_refused(tmp_path, capsys):
     write_transforms(tmp_path / "src", count=4, sizes=[(W, H)] * 3 + [(W * 2, H * 2)])
     line = prepare_fails(capsys, "--transforms", tmp_path / "src" / "transforms.json", "--output", tmp_path / "ds")
@@ -504,8 +560,19 @@ def test_real_captures_convert(tmp_path):
                    "--val_every", 8, "--downscale", 8, "--output", tmp_path / "lego")
     ds = load_dataset(lego)
     assert (len(ds.train), len(ds.val), ds.train[0].W) == (87, 13, 100)
+    # Lego keeps Instant-NGP's box (aabb_scale 1), padded: configs/bench/lego.yaml was tuned with it.
+    lego_config = yaml.safe_load((lego / "config.yaml").read_text())
+    np.testing.assert_allclose(lego_config["foreground_bounds"], [-1.667] * 3 + [1.667] * 3, atol=2e-3)
     fox = prepare("--transforms", SHARED / "fox" / "transforms.json", "--downscale", 8, "--output", tmp_path / "fox")
-    assert len(load_dataset(fox).items) == 67
+    ds = load_dataset(fox)
+    assert len(ds.items) == 67
+    # The fox's aabb_scale 4 (+-6.06 units, every camera inside) is Instant-NGP's render region: the
+    # box comes from the cameras (3.8 .. 6.3 units from the look-at point): +-2.56, no camera inside.
+    lo, hi = np.array(yaml.safe_load((fox / "config.yaml").read_text())["foreground_bounds"]).reshape(2, 3)
+    cameras = (ds.camera_positions.double() * ds.pose_scale_factor + ds.origin_drb.double()).numpy()
+    distance = np.median(np.linalg.norm(cameras - (lo + hi) / 2, axis=-1))
+    assert 0.4 < (hi - lo).max() / 2 / distance < 0.6
+    assert not ((cameras > lo) & (cameras < hi)).all(-1).any()
     if HAS_PYCOLMAP:
         brighton = prepare("--colmap", SHARED / "brighton_beach_drone", "--up", "+z", "--metric", "--val_every", 6,
                            "--downscale", 8, "--output", tmp_path / "brighton")

@@ -91,6 +91,7 @@ class SourceScene:
             ``aabb_scale``), source world, or None.
         source: what was read (for messages).
         skipped: frames left out (with the reason), reported to the user.
+        notes: what the importer decided about the source (printed and written to config.yaml).
     """
 
     frames: List[Frame]
@@ -103,6 +104,7 @@ class SourceScene:
     foreground_box: Optional[np.ndarray] = None
     source: str = ""
     skipped: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 def opencv_from_opengl(c2w: np.ndarray) -> np.ndarray:

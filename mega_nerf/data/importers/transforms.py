@@ -10,7 +10,11 @@
   val).  A single ``transforms_train.json`` has no split of its own.
 * Scene box: Instant-NGP's ``aabb_scale`` (1 when absent in NeRF-synthetic files) with its
   ``scale`` (0.33) and ``offset`` (0.5): the box is ``(0.5 +- aabb_scale / 2 - offset) / scale``
-  in the file's world (NGP's axis permutation does not matter for its cube).
+  in the file's world (NGP's axis permutation does not matter for its cube).  Only
+  ``aabb_scale`` 1 is the object's box (NeRF synthetic: lego fits in it).  A larger one is the
+  region Instant-NGP *renders*, background included (fox: 4, a cube of +-6.06 units that holds
+  every camera and the room), so it is not used: the content box then comes from the cameras
+  (:func:`mega_nerf.data.importers.scene_config.camera_content`).
 """
 from __future__ import annotations
 
@@ -110,10 +114,17 @@ def _frames(path: Path, data: dict, skip_missing: bool, skipped: List[str]) -> L
     return frames
 
 
-def _scene_box(data: dict) -> Optional[np.ndarray]:
+def _scene_box(data: dict, notes: List[str]) -> Optional[np.ndarray]:
+    """(2, 3) Instant-NGP's box when it is the object's box (``aabb_scale`` 1), else None."""
     if "aabb_scale" not in data and "fl_x" in data:
         return None  # not an Instant-NGP / NeRF-synthetic scene: no box convention
     aabb = float(data.get("aabb_scale", 1))
+    if aabb > 1:
+        half = aabb / 2 / float(data.get("scale", 0.33))
+        notes.append(f"Instant-NGP aabb_scale {aabb:g} (a cube of +-{half:.3g} source units) is the region "
+                     f"Instant-NGP renders, background included, not the object: the foreground box is "
+                     f"estimated from the cameras instead")
+        return None
     scale = float(data.get("scale", 0.33))
     offset = np.broadcast_to(np.asarray(data.get("offset", 0.5), dtype=np.float64), (3,))
     return np.stack([(0.5 - aabb / 2 - offset) / scale, (0.5 + aabb / 2 - offset) / scale])
@@ -124,6 +135,7 @@ def read_transforms(path: Path, skip_missing: bool = False) -> SourceScene:
     ``transforms_{train,val,test}.json``, into a :class:`SourceScene`."""
     path = Path(path)
     skipped: List[str] = []
+    notes: List[str] = []
     val_names = None
     if path.is_dir():
         if (path / "transforms.json").is_file():
@@ -139,12 +151,12 @@ def read_transforms(path: Path, skip_missing: bool = False) -> SourceScene:
                 val = _frames(held, _load_json(held), skip_missing, skipped)
                 frames += val
                 val_names = [f.name for f in val]
-            return SourceScene(frames, foreground_box=_scene_box(data), val_names=val_names,
-                               source=str(path), skipped=skipped)
+            return SourceScene(frames, foreground_box=_scene_box(data, notes), val_names=val_names,
+                               source=str(path), skipped=skipped, notes=notes)
     data = _load_json(path)
     frames = _frames(path, data, skip_missing, skipped)
     if "val_filenames" in data or "test_filenames" in data:
         val_names = [str(Path(n)).removeprefix("./") for key in ("val_filenames", "test_filenames")
                      for n in data.get(key, [])]
-    return SourceScene(frames, foreground_box=_scene_box(data), val_names=val_names, source=str(path),
-                       skipped=skipped)
+    return SourceScene(frames, foreground_box=_scene_box(data, notes), val_names=val_names, source=str(path),
+                       skipped=skipped, notes=notes)

@@ -105,7 +105,7 @@ def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
         lo, hi = scene.foreground_box
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
         return corners @ aligned.world_to_drb.T, "the source's scene box (Instant-NGP aabb_scale)", False
-    return None, "nothing (no sparse points, depth bounds or scene box)", False
+    return None, "the cameras alone (no sparse points, depth bounds or scene box)", False
 
 
 def fit_cameras_to_images(frames: List[Frame]) -> tuple:
@@ -160,7 +160,11 @@ def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOpti
     content, content_description, measured = scene_content(scene, aligned)
     origin, scale = normalization(aligned.positions, content if measured else None)
     forward = aligned.rotations[:, :, 2]
-    plan = plan_scene(aligned.positions, forward, content, options.scene_kind)
+    half_fov = np.array([[np.arctan(0.5 * f.camera.width / f.camera.fx),
+                          np.arctan(0.5 * f.camera.height / f.camera.fy)] for f in frames])
+    plan = plan_scene(aligned.positions, forward, content, options.scene_kind, half_fov)
+    plan.notes[:0] = scene.notes
+    notes += scene.notes
 
     undistorter = Undistorter(options.downscale)
     sizes, any_alpha = set(), False
