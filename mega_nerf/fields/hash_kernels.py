@@ -38,64 +38,62 @@ if triton is not None:
         return tl.where(dense, dense_index, hashed) % size
 
     @triton.jit
-    def _hash_encode_fwd(x_ptr, table_ptr, out_ptr, res_ptr, offset_ptr, size_ptr, dense_ptr, n,
-                         LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        rows = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = rows < n
-        feats = tl.arange(0, F)
+    def _unit_points(x_ptr, rows, mask):
+        """The block's points, clamped to the unit cube: three (BLOCK,) float32 coordinates."""
         px = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 0, mask=mask, other=0.0), 0.0), 1.0)
         py = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 1, mask=mask, other=0.0), 0.0), 1.0)
         pz = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 2, mask=mask, other=0.0), 0.0), 1.0)
-        rows64 = rows.to(tl.int64)
+        return px, py, pz
+
+    @triton.jit
+    def _level_corners(px, py, pz, res_ptr, offset_ptr, size_ptr, dense_ptr, level):
+        """Per level: lower integer corner, fractional position and how to index the table."""
+        res = tl.load(res_ptr + level)
+        resf = res.to(tl.float32)
+        sx, sy, sz = px * resf, py * resf, pz * resf
+        fx, fy, fz = tl.floor(sx), tl.floor(sy), tl.floor(sz)
+        return (fx.to(tl.int64), fy.to(tl.int64), fz.to(tl.int64), sx - fx, sy - fy, sz - fz, res + 1,
+                tl.load(offset_ptr + level), tl.load(size_ptr + level), tl.load(dense_ptr + level) != 0)
+
+    @triton.jit
+    def _corner(bx, by, bz, tx, ty, tz, res1, offset, size, dense, corner: tl.constexpr):
+        """Trilinear weight and table row of one of the 8 corners."""
+        ox, oy, oz = corner // 4, (corner // 2) % 2, corner % 2
+        w = (tx if ox else 1 - tx) * (ty if oy else 1 - ty) * (tz if oz else 1 - tz)
+        return w, _corner_index(bx + ox, by + oy, bz + oz, res1, size, dense) + offset
+
+    @triton.jit
+    def _hash_encode_fwd(x_ptr, table_ptr, out_ptr, res_ptr, offset_ptr, size_ptr, dense_ptr, n,
+                         LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = rows < n
+        feats = tl.arange(0, F)
+        px, py, pz = _unit_points(x_ptr, rows, mask)
+        out_rows = out_ptr + rows.to(tl.int64)[:, None] * (LEVELS * F) + feats[None, :]
         for level in tl.static_range(LEVELS):
-            res = tl.load(res_ptr + level)
-            offset = tl.load(offset_ptr + level)
-            size = tl.load(size_ptr + level)
-            dense = tl.load(dense_ptr + level) != 0
-            resf = res.to(tl.float32)
-            sx, sy, sz = px * resf, py * resf, pz * resf
-            fx, fy, fz = tl.floor(sx), tl.floor(sy), tl.floor(sz)
-            bx, by, bz = fx.to(tl.int64), fy.to(tl.int64), fz.to(tl.int64)
-            tx, ty, tz = sx - fx, sy - fy, sz - fz
-            res1 = res + 1
+            bx, by, bz, tx, ty, tz, res1, offset, size, dense = _level_corners(
+                px, py, pz, res_ptr, offset_ptr, size_ptr, dense_ptr, level)
             acc = tl.zeros((BLOCK, F), dtype=tl.float32)
             for corner in tl.static_range(8):
-                ox, oy, oz = corner // 4, (corner // 2) % 2, corner % 2
-                w = ((tx if ox else 1 - tx) * (ty if oy else 1 - ty) * (tz if oz else 1 - tz))
-                index = _corner_index(bx + ox, by + oy, bz + oz, res1, size, dense) + offset
+                w, index = _corner(bx, by, bz, tx, ty, tz, res1, offset, size, dense, corner)
                 values = tl.load(table_ptr + index[:, None] * F + feats[None, :], mask=mask[:, None], other=0.0)
                 acc += w[:, None] * values.to(tl.float32)
-            tl.store(out_ptr + rows64[:, None] * (LEVELS * F) + level * F + feats[None, :], acc, mask=mask[:, None])
+            tl.store(out_rows + level * F, acc, mask=mask[:, None])
 
     @triton.jit
     def _hash_encode_bwd(x_ptr, grad_out_ptr, grad_table_ptr, res_ptr, offset_ptr, size_ptr, dense_ptr, n,
                          LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
         level = tl.program_id(1)
-        rows = pid * BLOCK + tl.arange(0, BLOCK)
+        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = rows < n
         feats = tl.arange(0, F)
-        px = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 0, mask=mask, other=0.0), 0.0), 1.0)
-        py = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 1, mask=mask, other=0.0), 0.0), 1.0)
-        pz = tl.minimum(tl.maximum(tl.load(x_ptr + rows * 3 + 2, mask=mask, other=0.0), 0.0), 1.0)
-        res = tl.load(res_ptr + level)
-        offset = tl.load(offset_ptr + level)
-        size = tl.load(size_ptr + level)
-        dense = tl.load(dense_ptr + level) != 0
-        resf = res.to(tl.float32)
-        sx, sy, sz = px * resf, py * resf, pz * resf
-        fx, fy, fz = tl.floor(sx), tl.floor(sy), tl.floor(sz)
-        bx, by, bz = fx.to(tl.int64), fy.to(tl.int64), fz.to(tl.int64)
-        tx, ty, tz = sx - fx, sy - fy, sz - fz
-        res1 = res + 1
-        rows64 = rows.to(tl.int64)
-        grad = tl.load(grad_out_ptr + rows64[:, None] * (LEVELS * F) + level * F + feats[None, :],
+        px, py, pz = _unit_points(x_ptr, rows, mask)
+        bx, by, bz, tx, ty, tz, res1, offset, size, dense = _level_corners(
+            px, py, pz, res_ptr, offset_ptr, size_ptr, dense_ptr, level)
+        grad = tl.load(grad_out_ptr + rows.to(tl.int64)[:, None] * (LEVELS * F) + level * F + feats[None, :],
                        mask=mask[:, None], other=0.0).to(tl.float32)
         for corner in tl.static_range(8):
-            ox, oy, oz = corner // 4, (corner // 2) % 2, corner % 2
-            w = ((tx if ox else 1 - tx) * (ty if oy else 1 - ty) * (tz if oz else 1 - tz))
-            index = _corner_index(bx + ox, by + oy, bz + oz, res1, size, dense) + offset
+            w, index = _corner(bx, by, bz, tx, ty, tz, res1, offset, size, dense, corner)
             tl.atomic_add(grad_table_ptr + index[:, None] * F + feats[None, :], w[:, None] * grad,
                           mask=mask[:, None], sem="relaxed")
 

@@ -181,14 +181,6 @@ def box_crossing(rays_o: torch.Tensor, rays_d: torch.Tensor, center: torch.Tenso
     return torch.where(hit, t_enter, zero), torch.where(hit, t_exit, zero)
 
 
-def foreground_exit(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds) -> torch.Tensor:
-    """(N,) distance along each ray to where it leaves the foreground (ellipsoid or box)."""
-    center, radius = bounds.ellipsoid(rays_o.device)
-    if bounds.box:
-        return box_crossing(rays_o, rays_d, center, radius)[1]
-    return ellipsoid_exit(rays_o, rays_d, center, radius)
-
-
 def check_cameras_inside(rays_o: torch.Tensor, bounds: SceneBounds, where: str) -> None:
     if bounds.box:
         return  # object-centric: the cameras look at the box from outside
@@ -199,24 +191,35 @@ def check_cameras_inside(rays_o: torch.Tensor, bounds: SceneBounds, where: str) 
                         f"check ray_altitude_range and coordinates.pt or raise --ellipse_scale_factor")
 
 
-def ray_bounds(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
-               background: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-ray [near, far] as Mega-NeRF computes them for training and rendering.
+def ray_segments(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
+                 background: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-ray [near, far] as Mega-NeRF computes them for training and rendering, and where each
+    ray leaves the foreground (ellipsoid or box).
 
     With a foreground box, the foreground segment also starts where the ray enters the box;
     rays that miss it get an empty one.
 
     Returns:
-        near, far: (N,).
+        near, far, t_exit: (N,).
     """
     n = rays_o.shape[0]
     far_default = bounds.far if bounds.far is not None else (UNBOUNDED_FAR if background else 2.0)
     near = torch.full((n,), bounds.near, device=rays_o.device)
     far = torch.full((n,), far_default, device=rays_o.device)
+    center, radius = bounds.ellipsoid(rays_o.device)
     if bounds.box:
-        center, radius = bounds.ellipsoid(rays_o.device)
         t_enter, t_exit = box_crossing(rays_o, rays_d, center, radius)
         near = torch.maximum(near, t_enter)
         if not background:  # nothing beyond the box
             far = torch.maximum(torch.minimum(far, t_exit), near)
-    return truncate_with_altitude_planes(rays_o, rays_d, near, far, bounds.altitude_range)
+    else:
+        t_exit = ellipsoid_exit(rays_o, rays_d, center, radius)
+    near, far = truncate_with_altitude_planes(rays_o, rays_d, near, far, bounds.altitude_range)
+    return near, far, t_exit
+
+
+def ray_bounds(rays_o: torch.Tensor, rays_d: torch.Tensor, bounds: SceneBounds,
+               background: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) near and far of :func:`ray_segments`."""
+    near, far, _ = ray_segments(rays_o, rays_d, bounds, background)
+    return near, far

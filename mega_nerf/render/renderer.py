@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mega_nerf.geometry.bounds import SceneBounds, foreground_exit, ray_bounds
+from mega_nerf.geometry.bounds import SceneBounds, ray_segments
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.render.volume import (
     OPAQUE_DELTA,
@@ -56,9 +56,7 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
     n = rays_o.shape[0]
     has_bg_model = getattr(model, "has_background", False)
     white = getattr(model, "white_background", False)
-    near, far = ray_bounds(rays_o, rays_d, bounds, has_bg_model)
-    center, radius = bounds.ellipsoid(rays_o.device)
-    t_exit = foreground_exit(rays_o, rays_d, bounds)
+    near, far, t_exit = ray_segments(rays_o, rays_d, bounds, has_bg_model)
     fg_far = torch.minimum(far, torch.maximum(t_exit, near))
     has_bg = (far > t_exit) if has_bg_model else torch.zeros(n, dtype=torch.bool, device=rays_o.device)
     open_end = torch.ones_like(has_bg) if white else has_bg  # no opaque last sample
@@ -74,6 +72,7 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
 
     if has_bg_model and bool(has_bg.any()):
         idx = torch.nonzero(has_bg).reshape(-1)
+        center, radius = bounds.ellipsoid(rays_o.device)
         out_bg = _render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
                                     center, radius, sampling.bg_samples, train)
         trans = fg["transmittance"][idx]
