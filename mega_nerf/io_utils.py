@@ -27,7 +27,8 @@ def temporary_sibling(path: Path) -> str:
     return tmp
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(temporary_path)`` and move the result over ``path`` only if it succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
@@ -42,7 +43,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
@@ -50,7 +51,7 @@ def atomic_write_text(text: str, path: Path) -> None:
         with open(tmp, "w") as f:
             f.write(text)
 
-    _atomic_write(path, write)
+    atomic_write_with(path, write)
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
@@ -62,12 +63,7 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
 
-    _atomic_write(path, write)
-
-
-def atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary_path)`` and move the result over ``path`` only if it succeeds."""
-    _atomic_write(path, write)
+    atomic_write_with(path, write)
 
 
 def check_output_free(output: Path) -> None:

@@ -25,7 +25,7 @@ import torch
 from mega_nerf.config import add_scene_options, new_parser
 from mega_nerf.data.format import PosedDataset, _load_pt, load_dataset
 from mega_nerf.errors import require
-from mega_nerf.geometry.bounds import SceneBounds, box_crossing, scene_bounds_from_args, truncate_with_altitude_planes
+from mega_nerf.geometry.bounds import SceneBounds, ray_bounds, scene_bounds_from_args
 from mega_nerf.geometry.rays import camera_directions, world_rays
 from mega_nerf.partition.centroids import grid_centroids
 from mega_nerf.partition.masks import ray_cell_membership
@@ -192,19 +192,11 @@ def cameras_per_cell(dataset: PosedDataset, bounds: SceneBounds, centroids: torc
     :func:`ray_cell_membership`), on ``pixels_per_side``\\ :sup:`2` rays per image instead of all.
     """
     counts = torch.zeros(len(centroids), dtype=torch.long)
-    far_default = bounds.far if bounds.far is not None else 2.0  # masks: far = 2 unless configured
+    u = (torch.arange(pixels_per_side, dtype=torch.float32) + 0.5) / pixels_per_side
     for item in dataset.items:
-        u = (torch.arange(pixels_per_side, dtype=torch.float32) + 0.5) / pixels_per_side
         i, j = torch.meshgrid(u * item.W, u * item.H, indexing="xy")
         o, d = world_rays(item.c2w, camera_directions(i.reshape(-1), j.reshape(-1), item.intrinsics, False))
-        near = torch.full((len(o),), bounds.near)
-        far = torch.full((len(o),), far_default)
-        if bounds.box:
-            center, radius = bounds.ellipsoid()
-            t_enter, t_exit = box_crossing(o, d, center, radius)
-            near = torch.maximum(near, t_enter)
-            far = torch.maximum(torch.minimum(far, t_exit), near)
-        near, far = truncate_with_altitude_planes(o, d, near, far, bounds.altitude_range)
+        near, far = ray_bounds(o, d, bounds, background=False)  # masks: far = 2 unless configured
         member = ray_cell_membership(o, d, near, far, centroids, boundary_margin, cluster_2d, ray_samples)
         counts += member.any(0).long()
     return counts
