@@ -30,12 +30,19 @@ def load_mask_params(mask_root: Path) -> dict:
     return torch.load(params_path, map_location="cpu", weights_only=False)
 
 
+def unreached_cells(params: dict) -> List[int]:
+    """The cells of a ``params.pt`` that no ray reaches (no pixels): no job list line, no training."""
+    pixels = params.get("cell_pixel_counts")
+    if pixels is None:
+        return []
+    return [k for k in range(len(params["centroids"])) if int(pixels[k]) == 0]
+
+
 def grid_cells(mask_root: Path, only: Optional[Sequence[int]] = None) -> Tuple[List[int], List[int]]:
     """``(cells to train, cells no ray reaches)``, as the job list skips them; ``only`` restricts."""
     params = load_mask_params(mask_root)
     count = len(params["centroids"])
-    pixels = params.get("cell_pixel_counts")
-    empty = [k for k in range(count) if pixels is not None and int(pixels[k]) == 0]
+    empty = unreached_cells(params)
     cells = [k for k in range(count) if k not in empty]
     if only is not None:
         bad = [k for k in only if not 0 <= k < count]

@@ -17,6 +17,7 @@ import torch
 
 from mega_nerf.errors import cli_entry, require
 from mega_nerf.io_utils import atomic_write_text
+from mega_nerf.training.cells import unreached_cells
 
 LINE = ("export CENTROID={cell}; OMP_NUM_THREADS={threads} python mega_nerf/train.py --config_file $CONFIG_FILE "
         "--exp_name ${{EXP_PREFIX}}-${{CENTROID}} --dataset_path $DATASET_PATH "
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
         params = torch.load(params_path, map_location="cpu", weights_only=False)
         require(list(params["grid_dim"]) == [gx, gy],
                 f"{params_path}: masks have grid {params['grid_dim']}, not {[gx, gy]}")
-        empty = [k for k in cells if int(params["cell_pixel_counts"][k]) == 0]
+        empty = unreached_cells(params)
         for k in empty:
             warnings.warn(f"cell {k} is reached by no ray: no job written for it")
         cells = [k for k in cells if k not in empty]
