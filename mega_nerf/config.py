@@ -161,12 +161,36 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--log_interval", type=int, default=50, help="TensorBoard scalars every N steps")
 
 
+def add_agreement_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("neighbour agreement (cells that agree at their borders)")
+    g.add_argument("--neighbor_agreement", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of the agreement loss (0 = off): in the overlap band where the container blends "
+                        "this cell with a neighbour, the cell's clamped log-density and colour at its training "
+                        "samples are pulled toward those of the neighbours that are already trained (their final "
+                        "checkpoints in PREFIX<j>, frozen, loaded when first needed), weighted by the neighbour's "
+                        "blend weight; neighbours still training are not used; a cell without trained "
+                        "neighbours trains exactly as without the option; needs --cluster_mask_path")
+    g.add_argument("--agreement_margin", type=float, default=None,
+                   help="the band: samples where routing with this margin (a ratio of centroid distances, like "
+                        "--boundary_margin, >= 1) gives both this cell and the neighbour a weight "
+                        "(default: --boundary_margin, the band the container blends in)")
+    g.add_argument("--agreement_appearance", type=float, default=0.1, metavar="WEIGHT",
+                   help="with --neighbor_agreement: a fresh cell's appearance embeddings start from the trained "
+                        "neighbours' rows of the same images (averaged), and this weight keeps them close "
+                        "(mean squared distance per aligned row); 0 = no appearance alignment")
+    g.add_argument("--agreement_prefix", type=str, default=None,
+                   help="cell j's experiment folder is AGREEMENT_PREFIX<j> (default: --exp_name less its "
+                        "trailing cell index, e.g. EXP-3 -> EXP-, the layout of train_cells and "
+                        "merge_submodules.py --ckpt_prefix)")
+
+
 def train_parser() -> configargparse.ArgumentParser:
     p = new_parser("Train one cell's submodule (with --cluster_mask_path) or one model on the whole scene.")
     add_scene_options(p)
     add_model_options(p)
     add_render_options(p)
     add_train_options(p)
+    add_agreement_options(p)
     return p
 
 
@@ -211,6 +235,10 @@ def eval_parser() -> configargparse.ArgumentParser:
     g.add_argument("--output_path", type=str, default=None,
                    help="where metrics and images go (default: EXP_NAME/eval)")
     g.add_argument("--max_val_images", type=int, default=None, help="evaluate only the first N")
+    g.add_argument("--seam_metrics", default=False, action="store_true",
+                   help="containers: also score the pixels whose visible surface lies in a band where cells "
+                        "blend (PSNR, mean absolute colour error, and how far the cells' colours there differ) "
+                        "against the other pixels; adds 'seams' to metrics.json (mega_nerf.evaluation.seams)")
     return p
 
 
@@ -240,6 +268,12 @@ def validate_common(args: argparse.Namespace) -> None:
         require(seconds > 0, f"--train_seconds must be > 0, got {seconds:g}")
     marks = getattr(args, "checkpoint_at_seconds", None) or []
     require(all(m > 0 for m in marks), f"--checkpoint_at_seconds must all be > 0, got {marks}")
+    if getattr(args, "neighbor_agreement", 0.0):
+        require(args.neighbor_agreement >= 0, f"--neighbor_agreement must be >= 0, got {args.neighbor_agreement:g}")
+        require(args.agreement_appearance >= 0,
+                f"--agreement_appearance must be >= 0, got {args.agreement_appearance:g}")
+    if getattr(args, "agreement_margin", None) is not None:
+        require(args.agreement_margin >= 1, f"--agreement_margin must be >= 1, got {args.agreement_margin:g}")
     if getattr(args, "lr_schedule", "iterations") == "time":
         require(seconds is not None, "--lr_schedule time needs --train_seconds")
     if seconds is not None and marks:

@@ -22,6 +22,7 @@ from mega_nerf.errors import require
 from mega_nerf.evaluation.images import colorize_depth, save_png, side_by_side, to_uint8
 from mega_nerf.evaluation.metrics import LpipsMetric, psnr, split_for_protocol, ssim, summarize
 from mega_nerf.evaluation.protocols import DESCRIPTIONS, appearance_index
+from mega_nerf.evaluation.seams import image_seam_metrics, summarize_seams
 from mega_nerf.fields.model import SceneModel
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_write_json
@@ -80,6 +81,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         results.append({"index": index, "stem": item.stem, "psnr": psnr(pred_s, gt_s), "ssim": ssim(pred_s, gt_s),
                         "lpips": lpips(pred_s, gt_s), "seconds": seconds, "rays": item.W * item.H,
                         "width": item.W, "height": item.H})
+        if getattr(args, "seam_metrics", False):  # pixels that look at a border between cells
+            results[-1]["seams"] = image_seam_metrics(model, bounds, item.W, item.H, item.intrinsics, item.c2w,
+                                                      appearance_index(dataset, item, args.val_protocol), rgb,
+                                                      depth, gt, args.val_protocol)
     gathered = sorted((r for part in distributed.gather_objects(results) for r in part), key=lambda r: r["index"])
     metrics = {}
     if info.is_main:
@@ -95,6 +100,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "processes": info.world_size, "device": str(device),
             "model": str(args.container_path or args.ckpt_path), "per_image": gathered,
         }
+        if getattr(args, "seam_metrics", False):
+            metrics["seams"] = summarize_seams([r.get("seams") for r in gathered])
         atomic_write_json(metrics, output / "metrics.json")
         print(f"PSNR {metrics['psnr']['mean']:.2f} dB, SSIM {metrics['ssim']['mean']:.4f} over {len(gathered)} "
               f"validation images ({DESCRIPTIONS[args.val_protocol]}); "

@@ -30,6 +30,11 @@ from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, scene_b
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training import cell_lock
+from mega_nerf.training.neighbor_agreement import (
+    NeighborAgreement,
+    RecordingModel,
+    neighbor_prefix,
+)
 from mega_nerf.training.ray_data import RayTable, pixel_selector
 
 CHECKPOINT_DIR = "models"
@@ -140,7 +145,7 @@ class Trainer:
         self.dataset: PosedDataset = load_dataset(Path(args.dataset_path), args.train_every)
         self.bounds = scene_bounds_from_args(self.dataset, args, require_altitude_range=args.ellipse_bounds)
         check_cameras_inside(self.dataset.camera_positions, self.bounds, str(Path(args.dataset_path)))
-        self.mask_root, self.cell = None, None
+        self.mask_root, self.cell, params = None, None, None
         if args.cluster_mask_path:
             self.mask_root, self.cell, params = load_cell_params(Path(args.cluster_mask_path))
             check_params_match(params, self.bounds, Path(args.cluster_mask_path).parent / "params.pt")
@@ -163,6 +168,30 @@ class Trainer:
         aabb = torch.tensor(self.model_config["aabb"])
         step = float((aabb[1] - aabb[0]).norm()) / args.occupancy_candidates
         self.occupancy_threshold = -math.log(1 - args.occupancy_alpha_threshold) / step
+        self.agreement = self._neighbor_agreement(params)
+        self.agreement_parts: dict = {}
+
+    def _neighbor_agreement(self, params: dict | None) -> NeighborAgreement | None:
+        """``--neighbor_agreement``: the neighbours finished by now (see :mod:`.neighbor_agreement`)."""
+        args = self.args
+        if not getattr(args, "neighbor_agreement", 0.0):
+            return None
+        require(self.cell is not None, "--neighbor_agreement needs --cluster_mask_path (it trains one cell of a "
+                                       "grid against its neighbours)")
+        counts = params.get("cell_pixel_counts")
+        unreached = () if counts is None else tuple(k for k in range(len(counts)) if int(counts[k]) == 0)
+        # The density below which a candidate step is more transparent than --occupancy_alpha_threshold:
+        # both cells calling a sample empty below it is agreement.
+        return NeighborAgreement(
+            self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
+            args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
+            args.neighbor_agreement, args.agreement_appearance, self.occupancy_threshold, self.bounds.to_dict(),
+            self.device, skip=unreached)
+
+    @property
+    def agreeing(self) -> bool:
+        """Whether the agreement terms are on: the option is set and some neighbour is trained."""
+        return self.agreement is not None and self.agreement.active
 
     # ------------------------------------------------------------------ data
     def _chunk_settings(self) -> dict:
@@ -210,6 +239,8 @@ class Trainer:
         state = {"iteration": self.iteration, "elapsed_seconds": self.clock.seconds,
                  "model_config": self.model_config, "bounds": self.bounds.to_dict(), "cell": self.cell,
                  "model_state_dict": self.model.state_dict(), "time_marks": self.time_marks}
+        if self.agreement is not None:
+            state["agreement"] = self.agreement.record()
         if resumable:
             state.update({
                 "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
@@ -262,6 +293,8 @@ class Trainer:
         self.clock = TrainingClock(state.get("elapsed_seconds", 0.0))
         self.time_marks = list(state.get("time_marks", []))
         self.stream_state = state["stream_state"]
+        if self.agreement is not None:
+            self.agreement.earlier = state.get("agreement") or {}
         torch.set_rng_state(state["torch_random_state"])
         np.random.set_state(state["np_random_state"])
         random.setstate(state["random_state"])
@@ -340,11 +373,18 @@ class Trainer:
             rgb_u8, ids = self.group.shard(rgb_u8, ids)
         rays_o, rays_d, appearance = table.rays(ids)
         target = rgb_u8.to(self.device).float() / 255
+        recorder = RecordingModel(self.model) if self.agreeing else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            out = render_rays(self.model, rays_o, rays_d, appearance, self.bounds, self.sampling, train=jitter)
+            out = render_rays(recorder or self.model, rays_o, rays_d, appearance, self.bounds, self.sampling,
+                              train=jitter)
         loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
+        total = loss
+        if recorder is not None:  # --neighbor_agreement with trained neighbours
+            extra, self.agreement_parts = self.agreement.loss(recorder, self.model)
+            if extra is not None:
+                total = loss + extra
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if self.group is not None:
             loss = self.group.all_reduce_gradients(self.model.parameters(), loss)
         if not torch.isfinite(loss):
@@ -387,6 +427,11 @@ class Trainer:
         if self.leader:
             self._write_experiment_files()
         self.maybe_resume()
+        if self.agreeing:
+            self.agreement.init_appearance(self.model)
+            if self.iteration == 0:  # a fresh cell starts from its neighbours' embeddings
+                self.agreement.copy_appearance(self.model)
+            print(f"{self.exp_dir}: agreeing with trained neighbour cells {sorted(self.agreement.paths)}", flush=True)
         if self.finished():
             done = (f"{self.clock.seconds:.1f} s" if args.train_seconds is not None
                     else f"{self.iteration} iterations")
@@ -438,6 +483,8 @@ class Trainer:
                     writer.add_scalar("train/loss", loss_value, self.iteration)
                     writer.add_scalar("train/psnr", psnr_value, self.iteration)
                     writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
+                    for name, value in self.agreement_parts.items():
+                        writer.add_scalar(f"train/agreement_{name}", float(value), self.iteration)
                 progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
             if marks and self.clock.seconds >= marks[0]:
                 self._sync()  # the clock must cover the work queued so far
@@ -482,6 +529,8 @@ class Trainer:
                    "parameters": self.model.parameter_count(), "device": str(self.device),
                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cell": self.cell,
                    "data_parallel_ranks": 1 if self.group is None else self.group.size}
+        if self.agreement is not None:
+            summary["agreement"] = self.agreement.record()
         if self.leader:
             atomic_write_json(summary, self.exp_dir / "train_summary.json")
         return summary

@@ -1,0 +1,240 @@
+"""Cells that agree (``--neighbor_agreement``) and the seam metrics: the pure agreement losses,
+the option being a no-op without trained neighbours, a cell recording the neighbours it agreed
+with, the seam pixel selection on a known geometry, and a tiny grid trained with the option,
+merged and evaluated with ``--seam_metrics``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_pipeline import make_nadir_dataset
+
+from mega_nerf.config import eval_parser, parse, train_parser
+from mega_nerf.container.merge import merge, merge_parser
+from mega_nerf.errors import UserError
+from mega_nerf.evaluation.evaluator import evaluate
+from mega_nerf.evaluation.seams import (
+    image_pixel_groups,
+    inside_foreground,
+    seam_pixel_mask,
+    summarize_seams,
+)
+from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
+from mega_nerf.training.agreement import (
+    agreement_loss,
+    appearance_alignment_loss,
+    appearance_targets,
+    clamped_log_density,
+)
+from mega_nerf.training.neighbor_agreement import finished_checkpoint, neighbor_prefix
+from mega_nerf.training.trainer import Trainer
+
+ITERATIONS = 12
+TINY = ["--batch_size", "64", "--coarse_samples", "8", "--fine_samples", "8", "--bg_samples", "2",
+        "--hash_levels", "4", "--hash_log2_size", "10", "--hash_max_resolution", "64", "--layer_dim", "16",
+        "--bg_layer_dim", "16", "--appearance_dim", "4", "--num_chunks", "2", "--num_threads", "1",
+        "--log_interval", "5", "--val_scale_factor", "1", "--train_iterations", str(ITERATIONS),
+        "--ckpt_interval", str(ITERATIONS)]
+FLOOR = 0.5
+
+
+# --------------------------------------------------------------------------- pure losses
+def samples(n: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sigma = torch.exp(torch.randn(n, generator=g) * 2)  # both sides of the floor
+    rgb = torch.rand(n, 3, generator=g)
+    weight = torch.rand(n, generator=g)
+    return sigma, rgb, weight
+
+
+def test_agreement_loss_is_zero_for_identical_neighbours_and_positive_otherwise():
+    sigma, rgb, weight = samples()
+    assert (sigma < FLOOR).any() and (sigma > FLOOR).any()
+    assert agreement_loss(sigma, rgb, sigma.clone(), rgb.clone(), weight, FLOOR).item() == 0.0
+    # Both below the floor: agreement whatever the exact values.
+    low = torch.full((4,), 0.01)
+    assert agreement_loss(low, rgb[:4], low * 0.1, torch.rand(4, 3), torch.ones(4), FLOOR).item() == 0.0
+    other_sigma, other_rgb, _ = samples(seed=1)
+    assert agreement_loss(sigma, rgb, other_sigma, rgb, weight, FLOOR).item() > 0
+    assert agreement_loss(sigma, rgb, sigma, other_rgb, weight, FLOOR).item() > 0
+    # Zero weight (outside every band) and no samples: zero.
+    assert agreement_loss(sigma, rgb, other_sigma, other_rgb, torch.zeros_like(weight), FLOOR).item() == 0.0
+    empty = torch.zeros(0)
+    assert agreement_loss(empty, torch.zeros(0, 3), empty, torch.zeros(0, 3), empty, FLOOR).item() == 0.0
+
+
+def test_agreement_gradient_pulls_toward_the_neighbour():
+    sigma, rgb, weight = samples()
+    target_sigma, target_rgb, _ = samples(seed=2)
+    # An empty cell where the neighbour sees a surface still gets a gradient (no clamp on its side).
+    log_sigma = torch.log(sigma).clone()
+    log_sigma[0], target_sigma[0] = math.log(FLOOR) - 5, 3 * FLOOR
+    log_sigma.requires_grad_(True)
+    logits = torch.logit(rgb.clamp(0.01, 0.99)).requires_grad_(True)
+
+    @torch.no_grad()
+    def distance():
+        a = clamped_log_density(torch.exp(log_sigma), FLOOR)
+        b = clamped_log_density(target_sigma, FLOOR)
+        return float((a - b).abs().sum()), float((torch.sigmoid(logits) - target_rgb).abs().sum())
+
+    before = agreement_loss(torch.exp(log_sigma), torch.sigmoid(logits), target_sigma, target_rgb, weight, FLOOR)
+    before.backward()
+    assert log_sigma.grad[0] < 0  # raise the empty sample's density toward the neighbour's
+    d_before = distance()
+    with torch.no_grad():
+        log_sigma -= 0.5 * log_sigma.grad / weight.max()
+        logits -= 5.0 * logits.grad
+    after = agreement_loss(torch.exp(log_sigma), torch.sigmoid(logits), target_sigma, target_rgb, weight, FLOOR)
+    d_after = distance()
+    assert after < before
+    assert d_after[0] < d_before[0] and d_after[1] < d_before[1]
+
+
+def test_appearance_alignment_targets_only_learned_rows():
+    a = torch.zeros(5, 3)
+    a[1] = 1.0
+    a[2] = 2.0
+    b = torch.zeros(5, 3)
+    b[2] = 4.0
+    b[3] = -1.0
+    target, rows = appearance_targets([a, b])
+    assert rows.tolist() == [False, True, True, True, False]
+    assert torch.allclose(target[2], torch.full((3,), 3.0)) and torch.allclose(target[1], torch.ones(3))
+    assert appearance_alignment_loss(target.clone(), target, rows).item() == 0.0
+    moved = target.clone()
+    moved[0] = 9.0  # a row no neighbour learned: free
+    assert appearance_alignment_loss(moved, target, rows).item() == 0.0
+    moved[3] += 1.0
+    assert appearance_alignment_loss(moved, target, rows).item() == pytest.approx(3.0 / 3)
+
+
+# --------------------------------------------------------------------------- seam pixels
+def test_seam_pixels_are_those_that_look_at_a_border():
+    centroids = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0]])  # the border is the plane y = 0
+    points = torch.tensor([[0.3, 0.0, 0.0],     # on the border
+                           [0.3, 0.02, 0.1],    # just beside it, inside the blend band
+                           [0.3, -0.45, 0.0],   # well inside cell 0
+                           [0.3, 0.5, -0.2],    # well inside cell 1
+                           [0.3, 0.0, 5.0]])    # on the border but outside the foreground
+    bounds = SceneBounds(origin_drb=[0.0, 0.0, 0.0], pose_scale_factor=1.0, near=0.0, far=None,
+                         altitude_range=None, center=[0.0, 0.0, 0.0], radius=[1.0, 1.0, 1.0])
+    inside = inside_foreground(points, bounds)
+    assert inside.tolist() == [True, True, True, True, False]
+    assert seam_pixel_mask(points, centroids, 1.15, False, inside).tolist() == [True, True, False, False, False]
+    # A nadir camera over the border at a known depth: the middle columns look at the band, the
+    # outer ones at the cells' insides.
+    from helpers_pipeline import nadir_c2w
+
+    W, H = 16, 4
+    intrinsics = torch.tensor([float(W), float(W), W / 2, H / 2])
+    depth = torch.full((H, W), 0.8)  # from x = -0.5 down to the plane x = 0.3
+    seam, interior, _, _ = image_pixel_groups(W, H, intrinsics, nadir_c2w(0.0, 0.0), depth, bounds, centroids,
+                                              1.15, False)
+    assert seam[:, W // 2 - 1:W // 2 + 1].all() and not seam[:, 0].any() and not seam[:, -1].any()
+    assert interior[:, 0].all() and not (seam & interior).any()
+
+
+# --------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("agreement")
+    data = make_nadir_dataset(root / "dataset", n_images=9, W=16, H=12)
+    create_cluster_masks(parse(mask_parser(), ["--config", str(data["config"]), "--dataset_path", str(data["path"]),
+                                               "--output", str(root / "masks"), "--grid_dim", "2", "1",
+                                               "--ray_samples", "32"]))
+    return {"root": root, "data": data, "masks": root / "masks"}
+
+
+def cell_argv(grid: dict, exp: Path, cell: int, extra=()) -> list[str]:
+    return ["--config_file", str(grid["data"]["config"]), "--exp_name", f"{exp}-{cell}", "--dataset_path",
+            str(grid["data"]["path"]), "--chunk_paths", str(grid["root"] / "chunks" / str(cell)),
+            "--cluster_mask_path", str(grid["masks"] / str(cell)), *TINY, *extra]
+
+
+def train(grid: dict, exp: Path, cell: int, extra=()) -> Trainer:
+    trainer = Trainer(parse(train_parser(), cell_argv(grid, exp, cell, extra)))
+    trainer.show_progress = False
+    trainer.train()
+    return trainer
+
+
+def final_state(exp: Path, cell: int) -> dict:
+    return torch.load(Path(f"{exp}-{cell}") / "models" / f"{ITERATIONS}.pt", map_location="cpu", weights_only=False)
+
+
+AGREE = ["--neighbor_agreement", "1.0", "--agreement_appearance", "0.1"]
+
+
+@pytest.fixture(scope="module")
+def trained(grid) -> dict:
+    """Cell 0 trained with and without the option (no neighbour is trained yet), then cell 1 with
+    the option (cell 0 is its trained neighbour) and without it."""
+    root = grid["root"]
+    plain, agree = root / "plain" / "exp", root / "agree" / "exp"
+    for cell in (0, 1):
+        train(grid, plain, cell)
+    first = train(grid, agree, 0, AGREE)
+    second = train(grid, agree, 1, AGREE)
+    return {"plain": plain, "agree": agree, "first": first, "second": second}
+
+
+def test_option_is_a_no_op_without_trained_neighbours(trained):
+    assert not trained["first"].agreeing
+    a, b = final_state(trained["plain"], 0), final_state(trained["agree"], 0)
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(value, b["model_state_dict"][key]), key
+    assert b["agreement"]["neighbors"] == {} and b["agreement"]["agreed_with"] == []
+
+
+def test_a_cell_agrees_with_its_trained_neighbour_and_records_it(trained):
+    second = trained["second"]
+    assert second.agreeing and sorted(second.agreement.paths) == [0]
+    state = final_state(trained["agree"], 1)
+    record = state["agreement"]
+    assert record["agreed_with"] == [0] and record["appearance_from"] == [0]
+    assert record["neighbors"]["0"]["checkpoint"].endswith(f"{ITERATIONS}.pt")
+    summary = json.loads((Path(f"{trained['agree']}-1") / "train_summary.json").read_text())
+    assert summary["agreement"]["agreed_with"] == [0]
+    plain = final_state(trained["plain"], 1)
+    differs = [k for k, v in plain["model_state_dict"].items() if not torch.equal(v, state["model_state_dict"][k])]
+    assert differs  # the agreement terms changed the training
+
+
+def test_unfinished_neighbours_are_not_used(grid, tmp_path):
+    exp = tmp_path / "exp"
+    (Path(f"{exp}-0") / "models").mkdir(parents=True)
+    torch.save({"cell": 0}, Path(f"{exp}-0") / "models" / "5.pt")  # a checkpoint, no summary: still training
+    assert finished_checkpoint(Path(f"{exp}-0")) is None
+    trainer = Trainer(parse(train_parser(), cell_argv(grid, exp, 1, AGREE)))
+    assert not trainer.agreeing and trainer.agreement.paths == {}
+    assert neighbor_prefix(Path("runs/city-12"), 12, None) == "runs/city-"
+    with pytest.raises(UserError, match="agreement_prefix"):
+        neighbor_prefix(Path("runs/cellA"), 3, None)
+    with pytest.raises(UserError, match="cluster_mask_path"):
+        argv = cell_argv(grid, exp, 1, AGREE)
+        i = argv.index("--cluster_mask_path")
+        Trainer(parse(train_parser(), argv[:i] + argv[i + 2:]))
+
+
+def test_merged_cells_evaluate_with_seam_metrics(grid, trained):
+    root, data = grid["root"], grid["data"]
+    container = root / "container.pt"
+    merge(parse(merge_parser(), ["--config_file", str(data["config"]), "--ckpt_prefix", f"{trained['agree']}-",
+                                 "--centroid_path", str(grid["masks"] / "params.pt"), "--output", str(container)]))
+    metrics = evaluate(parse(eval_parser(), [
+        "--config_file", str(data["config"]), "--exp_name", str(root / "eval_exp"), "--dataset_path",
+        str(data["path"]), "--container_path", str(container), "--output_path", str(root / "eval"), *TINY,
+        "--seam_metrics"]))
+    seams = metrics["seams"]
+    assert seams["seam"]["pixels"] > 0 and seams["interior"]["pixels"] > 0
+    assert seams["seam"]["psnr"] > 0 and 0 <= seams["seam"]["mean_abs_error"] <= 1
+    assert 0 < seams["seam_fraction"] < 1 and seams["cell_color_gap"] >= 0
+    written = json.loads((root / "eval" / "metrics.json").read_text())
+    assert written["seams"]["seam"]["pixels"] == seams["seam"]["pixels"]
+    assert all("seams" in r for r in written["per_image"])
+    assert summarize_seams([None]) is None
