@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_pipeline import make_nadir_dataset
+from helpers_pipeline import make_nadir_dataset, nadir_c2w
 
 from mega_nerf.config import eval_parser, parse, train_parser
 from mega_nerf.container.merge import merge, merge_parser
@@ -19,7 +19,6 @@ from mega_nerf.evaluation.evaluator import evaluate
 from mega_nerf.evaluation.seams import (
     image_pixel_groups,
     inside_foreground,
-    seam_pixel_mask,
     summarize_seams,
 )
 from mega_nerf.geometry.bounds import SceneBounds
@@ -115,28 +114,34 @@ def test_appearance_alignment_targets_only_learned_rows():
 
 # --------------------------------------------------------------------------- seam pixels
 def test_seam_pixels_are_those_that_look_at_a_border():
-    centroids = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0]])  # the border is the plane y = 0
-    points = torch.tensor([[0.3, 0.0, 0.0],     # on the border
-                           [0.3, 0.02, 0.1],    # just beside it, inside the blend band
-                           [0.3, -0.45, 0.0],   # well inside cell 0
-                           [0.3, 0.5, -0.2],    # well inside cell 1
-                           [0.3, 0.0, 5.0]])    # on the border but outside the foreground
+    """A nadir camera over the border y = 0 between two cells, looking at the plane x = 0.3: the
+    columns where the answering cells change are seam pixels, columns well inside a cell are not."""
+    centroids = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0]])
     bounds = SceneBounds(origin_drb=[0.0, 0.0, 0.0], pose_scale_factor=1.0, near=0.0, far=None,
                          altitude_range=None, center=[0.0, 0.0, 0.0], radius=[1.0, 1.0, 1.0])
-    inside = inside_foreground(points, bounds)
-    assert inside.tolist() == [True, True, True, True, False]
-    assert seam_pixel_mask(points, centroids, 1.15, False, inside).tolist() == [True, True, False, False, False]
-    # A nadir camera over the border at a known depth: the middle columns look at the band, the
-    # outer ones at the cells' insides.
-    from helpers_pipeline import nadir_c2w
-
-    W, H = 16, 4
+    assert inside_foreground(torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.0, 5.0]]), bounds).tolist() == [True, False]
+    W, H = 16, 4  # column j looks at y = (j + 0.5 - 8) * 0.05
     intrinsics = torch.tensor([float(W), float(W), W / 2, H / 2])
-    depth = torch.full((H, W), 0.8)  # from x = -0.5 down to the plane x = 0.3
-    seam, interior, _, _ = image_pixel_groups(W, H, intrinsics, nadir_c2w(0.0, 0.0), depth, bounds, centroids,
-                                              1.15, False)
-    assert seam[:, W // 2 - 1:W // 2 + 1].all() and not seam[:, 0].any() and not seam[:, -1].any()
-    assert interior[:, 0].all() and not (seam & interior).any()
+    depth = torch.full((H, W), 0.8)  # from the camera at x = -0.5 down to the plane x = 0.3
+
+    def groups(margin, radius, d=depth):
+        return image_pixel_groups(W, H, intrinsics, nadir_c2w(0.0, 0.0), d, bounds, centroids, margin, False,
+                                  radius)[0]
+
+    def columns(mask):
+        return [j for j in range(W) if mask[:, j].all()]
+
+    hard = groups(1.0, 1)  # hard routing: the seam is the border itself (columns 7 | 8), dilated by 1
+    assert columns(hard["seam"]) == [6, 7, 8, 9] and not hard["seam"][:, [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]].any()
+    assert columns(hard["interior"]) == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15] and not hard["blend"].any()
+    assert torch.equal(hard["rest"], hard["interior"] | hard["blend"])
+    # Blending within margin 1.5: columns 5..10 see both cells; the seams are the band's edges.
+    wide = groups(1.5, 0)
+    assert columns(wide["seam"]) == [4, 5, 10, 11] and columns(wide["blend"]) == [6, 7, 8, 9]
+    assert not (wide["seam"] & wide["interior"]).any() and wide["interior"][:, 0].all()
+    # Visible points outside the foreground (the sky) are in no group.
+    sky = groups(1.0, 1, torch.full((H, W), 50.0))
+    assert not any(mask.any() for mask in sky.values())
 
 
 # --------------------------------------------------------------------------- training
@@ -231,8 +236,9 @@ def test_merged_cells_evaluate_with_seam_metrics(grid, trained):
         str(data["path"]), "--container_path", str(container), "--output_path", str(root / "eval"), *TINY,
         "--seam_metrics"]))
     seams = metrics["seams"]
-    assert seams["seam"]["pixels"] > 0 and seams["interior"]["pixels"] > 0
+    assert seams["seam"]["pixels"] > 0 and seams["rest"]["pixels"] > 0
     assert seams["seam"]["psnr"] > 0 and 0 <= seams["seam"]["mean_abs_error"] <= 1
+    assert seams["rest"]["pixels"] == seams["blend"]["pixels"] + seams["interior"]["pixels"]
     assert 0 < seams["seam_fraction"] < 1 and seams["cell_color_gap"] >= 0
     written = json.loads((root / "eval" / "metrics.json").read_text())
     assert written["seams"]["seam"]["pixels"] == seams["seam"]["pixels"]

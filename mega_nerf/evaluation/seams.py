@@ -2,30 +2,34 @@
 
 Which pixels are seam pixels
 ----------------------------
-A pixel is a *seam pixel* when the point its ray makes visible -- the expected-depth point
-``o + depth * d`` of the rendered image -- lies inside the foreground and in the band where the
-container blends cells, i.e. where :func:`~mega_nerf.partition.centroids.routing_weights` gives two
-or more cells a non-zero weight (with the container's ``boundary_margin``; a container routed
-hard, ``boundary_margin == 1``, has no band, so :data:`HARD_ROUTING_SEAM_MARGIN` is used instead:
-the points near a border).  The other foreground pixels are *interior* pixels; pixels whose
-expected-depth point is outside the foreground (sky, background model) are in neither group.
+Each pixel's *visible point* is its expected-depth point ``o + depth * d`` of the rendered image;
+the cells that answer there are those :func:`~mega_nerf.partition.centroids.routing_weights`
+gives a non-zero weight (with the container's own ``boundary_margin``).  A pixel is a **seam
+pixel** when that set of cells differs from the set at a neighbouring pixel's visible point (both
+inside the foreground), dilated by ``radius`` pixels: the image crosses a place where the
+container switches from one set of cells to another.  The other foreground pixels are **blend**
+pixels (two or more cells answer, the same ones all around) or **interior** pixels (one cell).
+Pixels whose visible point is outside the foreground (sky, background model) are in no group.
 
 Why this definition: a pixel's colour comes almost entirely from the samples around its expected
-depth (where the compositing weights are).  If those samples are answered by two blended cells,
-any disagreement between the cells (density placed differently, colour or appearance differing)
-shows up in that pixel as a visible seam.  A ray that crosses a border in empty air above the
-ground, by contrast, gets nothing from the samples there, so "the ray crosses a border somewhere"
-would flag many pixels a seam cannot affect.  It needs only the rendered depth, which every
-evaluation already has, not the per-sample weights.
+depth, so the cells that answer there are the cells that make the pixel.  Where that set changes
+between neighbouring pixels the rendering switches models, and any disagreement between the cells
+(density placed differently, colour or appearance differing) is a visible discontinuity: at the
+border itself under hard routing (``boundary_margin`` 1), and at the edges of the blend band
+otherwise (Mega-NeRF's inverse-distance weights jump from about 1/2 to 0 there).  Inside the band
+the blend is smooth but mixes the cells, so disagreement there blurs; the blend group and
+``cell_color_gap`` measure that.  A ray that crosses a border in empty air is not a seam pixel:
+nothing there reaches the pixel.  Only the rendered depth is needed, which every evaluation has.
 
 What is measured
 ----------------
-Over seam and interior pixels (of the part of the image the protocol scores): PSNR and mean
-absolute colour error against the ground truth (in [0, 1], averaged over channels), pooled over
-all images (sums of errors, not means of per-image values, so images with few seam pixels weigh
-little), plus ``cell_color_gap``: at each seam pixel's expected-depth point, the blend-weighted
-mean absolute difference between each participating cell's own colour and the blended colour --
-zero when the cells agree, whatever the ground truth.
+For each group (of the part of the image the protocol scores): PSNR and mean absolute colour
+error against the ground truth (in [0, 1], averaged over channels), pooled over all images (sums of
+errors, not means of per-image values, so images with few seam pixels weigh little); ``rest``
+pools blend and interior pixels (every foreground pixel that is not a seam pixel).  Plus
+``cell_color_gap``: at the visible points where two or more cells answer, the blend-weighted mean
+absolute difference between each cell's own colour and the blended colour -- zero when the cells
+agree, whatever the ground truth.
 """
 from __future__ import annotations
 
@@ -38,14 +42,9 @@ from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.partition.centroids import routing_weights
 
-#: The seam band of a container routed hard (``boundary_margin`` 1): Mega-NeRF's default margin.
-HARD_ROUTING_SEAM_MARGIN = 1.15
-GROUPS = ("seam", "interior")
-
-
-def seam_margin(boundary_margin: float) -> float:
-    """The routing margin whose blend band defines seam pixels (see the module docstring)."""
-    return boundary_margin if boundary_margin > 1 else HARD_ROUTING_SEAM_MARGIN
+GROUPS = ("seam", "blend", "interior", "rest")
+#: Pixels around a change of the answering cells that count as seam pixels.
+SEAM_RADIUS = 1
 
 
 def inside_foreground(points: torch.Tensor, bounds: SceneBounds) -> torch.Tensor:
@@ -57,37 +56,56 @@ def inside_foreground(points: torch.Tensor, bounds: SceneBounds) -> torch.Tensor
     return scaled.norm(dim=-1) < 1
 
 
-def seam_pixel_mask(points: torch.Tensor, centroids: torch.Tensor, margin: float, cluster_2d: bool,
-                    inside: torch.Tensor | None = None) -> torch.Tensor:
-    """Which points lie where two or more cells blend.
+def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float, cluster_2d: bool) -> torch.Tensor:
+    """(N, 3) points -> (N, K) bool: the cells the container blends at each point."""
+    return routing_weights(points, centroids.to(points.device), margin, cluster_2d) > 0
+
+
+def seam_pixels(cells: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS) -> torch.Tensor:
+    """Pixels where the answering cells change between neighbouring pixels.
 
     Args:
-        points: (N, 3) expected-depth points; centroids: (K, 3).
-        margin: the routing margin (> 1; :func:`seam_margin`).
-        inside: (N,) bool, points that count at all (e.g. :func:`inside_foreground`).
+        cells: (H, W, K) bool, the cells answering at each pixel's visible point.
+        inside: (H, W) bool, pixels whose visible point is in the foreground (others never count).
+        radius: dilation in pixels of the pixels on either side of a change.
     Returns:
-        (N,) bool.
+        (H, W) bool, within ``inside``.
     """
-    weights = routing_weights(points, centroids.to(points.device), margin, cluster_2d)
-    seam = (weights > 0).sum(1) >= 2
-    return seam if inside is None else seam & inside
+    seam = torch.zeros_like(inside)
+    for dim in (0, 1):
+        n = cells.shape[dim]
+        a, b = cells.narrow(dim, 0, n - 1), cells.narrow(dim, 1, n - 1)
+        both = inside.narrow(dim, 0, n - 1) & inside.narrow(dim, 1, n - 1)
+        change = (a != b).any(-1) & both
+        seam.narrow(dim, 0, n - 1).logical_or_(change)
+        seam.narrow(dim, 1, n - 1).logical_or_(change)
+    if radius > 0:
+        seam = torch.nn.functional.max_pool2d(seam[None, None].float(), 2 * radius + 1, stride=1,
+                                              padding=radius)[0, 0] > 0
+    return seam & inside
 
 
 def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
-                       bounds: SceneBounds, centroids: torch.Tensor, margin: float,
-                       cluster_2d: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seam and interior pixels of one rendered image.
+                       bounds: SceneBounds, centroids: torch.Tensor, margin: float, cluster_2d: bool,
+                       radius: int = SEAM_RADIUS) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Seam, blend and interior pixels of one rendered image (see the module docstring).
 
     Args:
         depth: (H, W) rendered depth (normalised ray distance, as :func:`render_image` returns it).
+        margin: the container's ``boundary_margin``.
     Returns:
-        seam (H, W) bool, interior (H, W) bool, points (H * W, 3), ray directions (H * W, 3).
+        groups {"seam", "blend", "interior", "rest"} -> (H, W) bool, visible points (H * W, 3),
+        ray directions (H * W, 3).
     """
     rays_o, rays_d = image_rays(W, H, intrinsics, c2w, bounds.center_pixels)
     points = rays_o + rays_d * depth.reshape(-1, 1).to(rays_o)
-    inside = inside_foreground(points, bounds)
-    seam = seam_pixel_mask(points, centroids, margin, cluster_2d, inside)
-    return seam.reshape(H, W), (inside & ~seam).reshape(H, W), points, rays_d
+    inside = inside_foreground(points, bounds).reshape(H, W)
+    cells = answering_cells(points, centroids, margin, cluster_2d).reshape(H, W, -1)
+    seam = seam_pixels(cells, inside, radius)
+    several = cells.sum(-1) >= 2
+    groups = {"seam": seam, "blend": inside & several & ~seam, "interior": inside & ~several & ~seam,
+              "rest": inside & ~seam}
+    return groups, points, rays_d
 
 
 def error_sums(pred: torch.Tensor, gt: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict:
@@ -141,7 +159,7 @@ def cell_color_gap(container, points: torch.Tensor, dirs: torch.Tensor, appearan
 
 def image_seam_metrics(model, bounds: SceneBounds, W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor,
                        appearance: int, rgb: torch.Tensor, depth: torch.Tensor, gt: torch.Tensor,
-                       protocol: str) -> dict | None:
+                       protocol: str, radius: int = SEAM_RADIUS) -> dict | None:
     """Seam numbers of one rendered validation image, or None for a model without cells.
 
     Args:
@@ -149,42 +167,43 @@ def image_seam_metrics(model, bounds: SceneBounds, W: int, H: int, intrinsics: t
         rgb, gt: (H, W, 3) in [0, 1]; depth: (H, W), as :func:`render_image` returns them.
         protocol: the scored part of the image (:func:`split_for_protocol`).
     Returns:
-        {"sums": group -> pooled sums, "seam": scores, "interior": scores, "cell_color_gap_sum",
-        "margin"} over the scored part.
+        {"sums": group -> pooled sums, group -> scores, "cell_color_gap_sum", "gap_pixels"} over the
+        scored part.
     """
     if not hasattr(model, "centroids"):
         return None
     device = model.centroids.device
-    margin = seam_margin(model.boundary_margin)
-    seam, interior, points, dirs = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device),
-                                                      bounds, model.centroids, margin, model.cluster_2d)
-    masks = {"seam": split_for_protocol(seam[..., None].cpu(), protocol)[..., 0],
-             "interior": split_for_protocol(interior[..., None].cpu(), protocol)[..., 0]}
+    groups, points, dirs = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device), bounds,
+                                              model.centroids, model.boundary_margin, model.cluster_2d, radius)
+    masks = {name: split_for_protocol(mask[..., None].cpu(), protocol)[..., 0] for name, mask in groups.items()}
     sums = error_sums(split_for_protocol(rgb, protocol), split_for_protocol(gt, protocol), masks)
     scored = split_for_protocol(torch.arange(H * W, device=device).reshape(H, W, 1), protocol).reshape(-1)
-    seam_index = scored[seam.reshape(-1)[scored]]  # flat indices of the scored seam pixels
+    overlap = (groups["seam"] | groups["blend"]).reshape(-1)
+    index = scored[overlap[scored]]  # scored pixels whose visible point two or more cells may answer
     gap = 0.0
-    if hasattr(model, "sub_modules") and seam_index.numel():
-        gap = float(cell_color_gap(model, points[seam_index], dirs[seam_index], appearance, margin).sum())
-    return {"sums": sums, "margin": margin, "cell_color_gap_sum": gap,
+    if hasattr(model, "sub_modules") and index.numel():
+        gaps = cell_color_gap(model, points[index], dirs[index], appearance, model.boundary_margin)
+        several = answering_cells(points[index], model.centroids, model.boundary_margin, model.cluster_2d).sum(-1) >= 2
+        gap, index = float(gaps[several].sum()), index[several]
+    return {"sums": sums, "cell_color_gap_sum": gap, "gap_pixels": int(index.numel()), "radius": radius,
             **{name: scores(sums[name]) for name in GROUPS}}
 
 
 def summarize_seams(per_image: list[dict | None]) -> dict | None:
-    """Pool :func:`image_seam_metrics` over images: PSNR and mean absolute error of seam and
-    interior pixels, the seam pixels' share of the foreground, and the mean cell colour gap."""
+    """Pool :func:`image_seam_metrics` over images: PSNR and mean absolute error per group, the
+    seam pixels' share of the scored foreground pixels, and the mean cell colour gap."""
     found = [r for r in per_image if r]
     if not found:
         return None
-    pooled = {name: {key: sum(r["sums"][name][key] for r in found) for key in ("pixels", "squared_error",
-                                                                                "absolute_error")}
-              for name in GROUPS}
-    seam_pixels, interior_pixels = pooled["seam"]["pixels"], pooled["interior"]["pixels"]
+    keys = ("pixels", "squared_error", "absolute_error")
+    pooled = {name: {key: sum(r["sums"][name][key] for r in found) for key in keys} for name in GROUPS}
     out = {name: scores(pooled[name]) for name in GROUPS}
-    out["seam_fraction"] = seam_pixels / max(seam_pixels + interior_pixels, 1)
-    out["cell_color_gap"] = (sum(r["cell_color_gap_sum"] for r in found) / seam_pixels) if seam_pixels else None
-    out["margin"] = found[0]["margin"]
+    seam, rest = pooled["seam"]["pixels"], pooled["rest"]["pixels"]
+    gap_pixels = sum(r["gap_pixels"] for r in found)
+    out["seam_fraction"] = seam / max(seam + rest, 1)
+    out["cell_color_gap"] = sum(r["cell_color_gap_sum"] for r in found) / gap_pixels if gap_pixels else None
     out["images"] = len(found)
-    out["definition"] = ("seam pixels: the expected-depth point is inside the foreground where two or more cells "
-                         "blend (routing margin 'margin'); interior: the other foreground pixels")
+    out["definition"] = ("seam: the cells answering at the pixel's expected-depth point differ from those at a "
+                         f"neighbouring pixel's (dilated by {found[0]['radius']} px); blend: two or more cells, "
+                         "no change; interior: one cell; rest: blend + interior (foreground pixels only)")
     return out

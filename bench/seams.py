@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Seams with and without ``--neighbor_agreement``: one synthetic city, one cell grid, trained twice
+(independent cells, then cells that agree with the neighbours trained before them), each merged and
+evaluated with ``eval.py --seam_metrics``.  Prints a table and writes bench/results/<name>.json.
+
+    python bench/seams.py --name seams_cpu_smoke --smoke --results_dir /tmp/seams_results
+    python bench/seams.py --name seams --preset tiny --grid_dim 2 2 --train_iterations 500
+
+Both variants train every cell with ``mega_nerf.train_cells`` in this process, one cell after the
+other in the queue's order (largest first), so under the agreement option every cell but the
+first agrees with the cells trained before it; chunks are written once and shared.  The numbers
+(see :mod:`mega_nerf.evaluation.seams`): PSNR and mean absolute colour error of seam pixels (the
+visible surface lies where cells blend) and of interior pixels, the overall validation PSNR, and
+``cell_color_gap``, how far the blended cells' own colours differ at seam pixels.
+
+CPU smoke run (2 cores; ``--smoke``: the tiny preset, a 2 x 2 grid, 80 steps per cell with tiny
+fields, about 2 minutes), as run for the record::
+
+    .venv/bin/python bench/seams.py --name seams_cpu_smoke --smoke --results_dir /tmp/seams_smoke \
+        --work /tmp/seams_smoke/work
+
+prints the table below (on 2 CPU cores; smoke numbers only show the pipeline works end to end,
+80 steps are far from converged and say little about the size of the effect)::
+
+    SEE_SMOKE_TABLE
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.common import versions, write_result
+
+#: Small fields and samples for the CPU smoke run.
+SMOKE_TRAIN = ["--batch_size", "256", "--coarse_samples", "16", "--fine_samples", "16", "--bg_samples", "4",
+               "--hash_levels", "6", "--hash_log2_size", "12", "--hash_max_resolution", "256", "--layer_dim", "32",
+               "--bg_layer_dim", "32", "--num_chunks", "4", "--log_interval", "20"]
+VARIANTS = ("independent", "agreement")
+
+
+def _grid(work: Path, preset: str, num_images: int | None, grid_dim: tuple[int, int], seed: int) -> tuple[Path, Path]:
+    """The dataset and its masks (made once; an existing work folder is reused)."""
+    from mega_nerf.config import parse
+    from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
+    from mega_nerf.synthetic.city import write_dataset
+
+    data, masks = work / "dataset", work / "masks"
+    if not (data / "config.yaml").exists():
+        write_dataset(data, preset, seed=seed, num_images=num_images, progress=False)
+    if not (masks / "params.pt").exists():
+        create_cluster_masks(parse(mask_parser(), ["--config", str(data / "config.yaml"), "--dataset_path", str(data),
+                                                   "--output", str(masks), "--grid_dim", *map(str, grid_dim)]))
+    return data, masks
+
+
+def _variant(work: Path, data: Path, masks: Path, name: str, iterations: int, train_argv: list[str],
+             eval_argv: list[str]) -> dict:
+    """Train every cell, merge, evaluate with seam metrics; the numbers of one variant."""
+    from mega_nerf.config import eval_parser, parse, train_cells_parser
+    from mega_nerf.container.merge import merge, merge_parser
+    from mega_nerf.evaluation.evaluator import evaluate
+    from mega_nerf.training.grid_runner import train_cells
+
+    config = data / "config.yaml"
+    exp = work / name / "exp"
+    started = time.perf_counter()
+    code = train_cells(parse(train_cells_parser(), [
+        "--config_file", str(config), "--exp_name", str(exp), "--dataset_path", str(data),
+        "--chunk_paths", str(work / "chunks" / "cell"), "--cluster_mask_path", str(masks), *train_argv]))
+    train_seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"{name}: train_cells failed (exit {code})")
+    container = work / name / "container.pt"
+    merge(parse(merge_parser(), ["--config_file", str(config), "--ckpt_prefix", f"{exp}-", "--centroid_path",
+                                 str(masks / "params.pt"), "--output", str(container), "--overwrite",
+                                 "--train_iterations", str(iterations)]))
+    output = work / name / "eval"
+    if (output / "metrics.json").exists():
+        (output / "metrics.json").unlink()
+    metrics = evaluate(parse(eval_parser(), [
+        "--config_file", str(config), "--exp_name", str(exp), "--dataset_path", str(data), "--container_path",
+        str(container), "--output_path", str(output), "--seam_metrics", *eval_argv]))
+    seams = metrics["seams"]
+    cells = {}
+    for cell_dir in sorted(exp.parent.glob(f"{exp.name}-*")):
+        summary = json.loads((cell_dir / "train_summary.json").read_text())
+        cells[cell_dir.name.rsplit("-", 1)[1]] = {
+            "agreed_with": (summary.get("agreement") or {}).get("agreed_with", []),
+            "final_train_psnr": summary.get("final_train_psnr")}
+    return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
+            "seam_psnr": seams["seam"]["psnr"], "seam_mean_abs_error": seams["seam"]["mean_abs_error"],
+            "rest_psnr": seams["rest"]["psnr"], "rest_mean_abs_error": seams["rest"]["mean_abs_error"],
+            "blend_psnr": seams["blend"]["psnr"], "interior_psnr": seams["interior"]["psnr"],
+            "cell_color_gap": seams["cell_color_gap"], "seam_fraction": seams["seam_fraction"],
+            "seam_pixels": seams["seam"]["pixels"], "train_seconds": train_seconds, "cells": cells,
+            "seams": seams}
+
+
+def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] = (2, 2),
+                    train_iterations: int = 500, neighbor_agreement: float = 1.0, agreement_appearance: float = 0.1,
+                    train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
+                    seed: int = 0) -> dict:
+    """Train a grid of the synthetic city with independent cells and with ``--neighbor_agreement``,
+    merge and evaluate both; seam and overall numbers of both.
+
+    Args:
+        work: work folder (dataset, masks, chunks, experiments); an existing one is reused, so a
+            second call with other agreement weights trains only the agreement variant again when
+            its folder was deleted.
+        train_extra, eval_extra: extra train_cells.py / eval.py flags.
+    Returns:
+        {"independent": numbers, "agreement": numbers, "delta": agreement minus independent}, each
+        numbers dict with psnr (overall), seam_psnr, seam_mean_abs_error, rest_psnr, rest_mean_abs_error
+        (every other foreground pixel), blend_psnr, interior_psnr, cell_color_gap, seam_fraction,
+        train_seconds and per-cell agreed_with.
+
+    CPU smoke (about 2 minutes on 2 cores)::
+
+        seam_comparison(Path("/tmp/w"), train_iterations=80, train_extra=SMOKE_TRAIN)
+    """
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    data, masks = _grid(work, preset, num_images, grid_dim, seed)
+    common = ["--train_iterations", str(train_iterations), "--ckpt_interval", str(train_iterations),
+              "--progress_interval", "30", *train_extra]
+    out = {"independent": _variant(work, data, masks, "independent", train_iterations, common, list(eval_extra)),
+           "agreement": _variant(work, data, masks, "agreement", train_iterations,
+                                 common + ["--neighbor_agreement", str(neighbor_agreement), "--agreement_appearance",
+                                           str(agreement_appearance)], list(eval_extra))}
+    out["delta"] = {key: (None if out["agreement"][key] is None or out["independent"][key] is None
+                          else out["agreement"][key] - out["independent"][key])
+                    for key in ("psnr", "seam_psnr", "seam_mean_abs_error", "rest_psnr", "rest_mean_abs_error",
+                                "blend_psnr", "cell_color_gap")}
+    return out
+
+
+def table(result: dict) -> str:
+    cols = [("psnr", "PSNR"), ("seam_psnr", "seam PSNR"), ("seam_mean_abs_error", "seam MAE"),
+            ("rest_psnr", "rest PSNR"), ("rest_mean_abs_error", "rest MAE"), ("blend_psnr", "blend PSNR"),
+            ("cell_color_gap", "cell gap"), ("train_seconds", "train s")]
+    lines = [f"{'variant':<12}" + "".join(f"{title:>12}" for _, title in cols)]
+    for variant in (*VARIANTS, "delta"):
+        row = result[variant]
+        cells = []
+        for key, _ in cols:
+            value = row.get(key)
+            cells.append(f"{'-':>12}" if value is None else f"{value:>12.4f}" if "error" in key or "gap" in key
+                         else f"{value:>12.2f}")
+        lines.append(f"{variant:<12}" + "".join(cells))
+    seam = result["independent"]
+    lines.append(f"seam pixels: {seam['seam_pixels']} ({100 * seam['seam_fraction']:.1f} % of the foreground "
+                 f"pixels scored); agreement run's cells agreed with: "
+                 f"{ {k: v['agreed_with'] for k, v in result['agreement']['cells'].items()} }")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="seams")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--num_images", type=int, default=None)
+    p.add_argument("--grid_dim", nargs=2, type=int, default=[2, 2])
+    p.add_argument("--train_iterations", type=int, default=500)
+    p.add_argument("--neighbor_agreement", type=float, default=1.0)
+    p.add_argument("--agreement_appearance", type=float, default=0.1)
+    p.add_argument("--train_extra", default="", help="extra train_cells flags, e.g. '--batch_size 8192'")
+    p.add_argument("--eval_extra", default="", help="extra eval.py flags")
+    p.add_argument("--smoke", action="store_true", help="CPU smoke run: tiny fields, 80 steps per cell")
+    p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--results_dir", default=None, help="where <name>.json goes (default: bench/results)")
+    args = p.parse_args(argv)
+    train_extra = args.train_extra.split()
+    iterations = args.train_iterations
+    if args.smoke:
+        train_extra = [*SMOKE_TRAIN, *train_extra]
+        iterations = 80 if iterations == p.get_default("train_iterations") else iterations
+    work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_seams_"))
+    started = time.time()
+    result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, args.neighbor_agreement,
+                             args.agreement_appearance, train_extra, args.eval_extra.split(), args.num_images)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    record = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
+              "versions": versions(), "preset": args.preset, "num_images": args.num_images,
+              "grid_dim": args.grid_dim, "train_iterations": iterations, "smoke": args.smoke,
+              "neighbor_agreement": args.neighbor_agreement, "agreement_appearance": args.agreement_appearance,
+              "train_extra": train_extra, "wall_seconds": time.time() - started,
+              **{k: {kk: vv for kk, vv in v.items() if kk != "seams"} for k, v in result.items()},
+              "seams": {k: result[k]["seams"] for k in VARIANTS}}
+    write_result(args.name, record, Path(args.results_dir) if args.results_dir else None)
+    print(table(result))
+    return record
+
+
+if __name__ == "__main__":
+    main()
