@@ -199,6 +199,9 @@ def test_option_is_a_no_op_without_trained_neighbours(trained):
 def test_a_cell_agrees_with_its_trained_neighbour_and_records_it(trained):
     second = trained["second"]
     assert second.agreeing and sorted(second.agreement.paths) == [0]
+    assert second.agreement.used == {0} and "field" in second.agreement_parts  # band samples were compared
+    assert second.agreement.models[0] is not None and not any(p.requires_grad for p in
+                                                              second.agreement.models[0].parameters())
     state = final_state(trained["agree"], 1)
     record = state["agreement"]
     assert record["agreed_with"] == [0] and record["appearance_from"] == [0]

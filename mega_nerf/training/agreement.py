@@ -6,8 +6,9 @@ density and colour that its already-trained neighbours predict at the same sampl
 per-image appearance embeddings toward theirs.  :mod:`mega_nerf.training.neighbor_agreement` finds
 the neighbours and the samples; these functions only compare tensors.
 
-Density is compared as a *clamped log-density*: below ``density_floor`` (a density at which a
-sample step is practically transparent) two fields that both say "empty" agree whatever their
+Density is compared as a *clamped log-density*: below ``density_floor`` (the trainer uses the
+density at which even a ray across the whole field box stays more transparent than
+``--occupancy_alpha_threshold``) two fields that both say "empty" agree whatever their
 exact values, so empty space costs nothing.  The comparison is one-sided there: where the
 neighbour is below the floor, the cell is only pulled down to the floor (never further), and
 where the neighbour is above it, the cell is pulled to the neighbour's value from either side

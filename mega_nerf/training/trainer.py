@@ -180,12 +180,14 @@ class Trainer:
                                        "grid against its neighbours)")
         counts = params.get("cell_pixel_counts")
         unreached = () if counts is None else tuple(k for k in range(len(counts)) if int(counts[k]) == 0)
-        # The density below which a candidate step is more transparent than --occupancy_alpha_threshold:
-        # both cells calling a sample empty below it is agreement.
+        # Below this density even a ray across the whole field box is more transparent than
+        # --occupancy_alpha_threshold: both cells calling a sample empty below it is agreement.
+        aabb = torch.tensor(self.model_config["aabb"])
+        floor = -math.log(1 - args.occupancy_alpha_threshold) / float((aabb[1] - aabb[0]).norm())
         return NeighborAgreement(
             self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
             args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
-            args.neighbor_agreement, args.agreement_appearance, self.occupancy_threshold, self.bounds.to_dict(),
+            args.neighbor_agreement, args.agreement_appearance, floor, self.bounds.to_dict(),
             self.device, skip=unreached)
 
     @property
