@@ -108,12 +108,15 @@ class Container(nn.Module):
         return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
 
 
-def save_container(container: Container, path: Path) -> None:
+def save_container(container: Container, path: Path, extra: dict | None = None) -> None:
+    """Write ``container`` atomically; ``extra`` (e.g. how a distilled student was made) is kept
+    under the key ``'extra'`` and ignored by :func:`load_container`."""
     atomic_torch_save({
         "format": FORMAT, "model_configs": container.model_configs, "bounds": container.bounds.to_dict(),
         "centroids": container.centroids.cpu(), "cell_ids": container.cell_ids,
         "boundary_margin": container.boundary_margin, "cluster_2d": container.cluster_2d,
         "state_dict": {k: v.cpu() for k, v in container.state_dict().items()},
+        **({"extra": extra} if extra else {}),
     }, path)
 
 
