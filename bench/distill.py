@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Issue 6, part 1: a container (teacher) distilled into one student of each backend.
+
+For the teacher and every student: validation PSNR/SSIM (eval.py), parameters, render speed
+(eval.py's rays/s over the validation images) and distillation seconds; plus each student's
+PSNR against the teacher on held-out views (distill.py's metrics).  Writes
+bench/results/<name>.json and prints a table.  Target: a ``hash`` student within 0.5 dB of the
+container, at most a quarter of its parameters and at least 3x its render speed.
+
+On one GPU, the embedded city (the scene and a 2 x 2 container are made first unless given):
+
+    python bench/distill.py --name distill_city --preset city --num_images 300 --grid_dim 2 2 \\
+        --train_iterations 3000 --train_extra "--batch_size 8192 --occupancy_resolution 128" \\
+        --distill_seconds 300 --distill_extra "--distill_batch_rays 8192"
+    python bench/distill.py --name distill_brighton --dataset_path data/brighton \\
+        --container_path brighton/container.pt --config_file data/brighton/config.yaml --distill_seconds 300
+
+CPU smoke test (tiny scene, 2 x 1 cells, a few steps; about 7 minutes on 2 cores):
+
+    python bench/distill.py --name distill_smoke --preset tiny --num_images 16 --grid_dim 2 1 \\
+        --train_iterations 40 --students hash vm --distill_steps 30 --results_dir /tmp/distill_results \\
+        --train_extra "--batch_size 256 --coarse_samples 16 --fine_samples 16 --bg_samples 4 --hash_log2_size 14 --num_chunks 4" \\
+        --distill_extra "--distill_batch_rays 256 --rays_per_view 256 --occupancy_resolution 32 --occupancy_candidates 64 --hash_log2_size 12 --vm_resolution 48 --max_val_images 2" \\
+        --eval_extra "--coarse_samples 16 --fine_samples 16 --bg_samples 4 --occupancy_candidates 64 --max_val_images 2"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import log_path, run_logged, versions, write_result
+
+#: Issue 6's target for the hash student against the container.
+TARGET = {"max_psnr_drop_db": 0.5, "max_parameter_ratio": 0.25, "min_speedup": 3.0}
+
+
+def make_teacher(args, work: Path, py: str, log: Path) -> tuple[Path, Path, Path, dict]:
+    """(dataset, config, container, seconds): the synthetic scene and a container trained with the
+    pipeline's own stages, as bench/pipeline.py does."""
+    data, masks, config = work / "dataset", work / "masks", work / "dataset" / "config.yaml"
+    times = {}
+    if not data.exists():
+        cmd = [py, "scripts/make_synthetic_scene.py", "--output", str(data), "--preset", args.preset, "--quiet"]
+        if args.num_images:
+            cmd += ["--num_images", str(args.num_images)]
+        times["scene"] = run_logged(cmd, log)
+    container = work / "container.pt"
+    if container.exists():
+        return data, config, container, times
+    times["masks"] = run_logged([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path",
+                                 str(data), "--output", str(masks), "--grid_dim", *args.grid_dim], log)
+    cells = int(args.grid_dim[0]) * int(args.grid_dim[1])
+    times["training"] = 0.0
+    for cell in range(cells):
+        times["training"] += run_logged(
+            [py, "mega_nerf/train.py", "--config_file", str(config), "--exp_name", str(work / "exp" / f"cell-{cell}"),
+             "--dataset_path", str(data), "--chunk_paths", str(work / "chunks" / f"cell-{cell}"), "--cluster_mask_path",
+             str(masks / str(cell)), "--train_iterations", str(args.train_iterations), "--ckpt_interval",
+             str(args.train_iterations), *args.train_extra.split()], log)
+    times["merge"] = run_logged([py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix",
+                                 str(work / "exp" / "cell-"), "--centroid_path", str(masks / "params.pt"), "--output",
+                                 str(container), "--train_iterations", str(args.train_iterations)], log)
+    return data, config, container, times
+
+
+def evaluate(py: str, config: Path, data: Path, model: Path, out: Path, extra: str, log: Path) -> dict:
+    run_logged([py, "mega_nerf/eval.py", "--config_file", str(config), "--exp_name", str(out), "--dataset_path",
+                str(data), "--container_path", str(model), "--output_path", str(out), *extra.split()], log)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def seam_metrics(model_path: Path, dataset_path: Path, config: Path, work: Path) -> dict | None:
+    """Hook for seam numbers (neighbour agreement across cell borders, issue 6's other part): return
+    a dict to store under each model's ``seams`` in the result, or None.  Left for the seam work."""
+    return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="distill")
+    p.add_argument("--dataset_path", default=None, help="an existing dataset (else the synthetic scene is made)")
+    p.add_argument("--config_file", default=None, help="its config (default: DATASET/config.yaml)")
+    p.add_argument("--container_path", default=None, help="an existing container (else one is trained)")
+    p.add_argument("--preset", default="city")
+    p.add_argument("--num_images", type=int, default=None)
+    p.add_argument("--grid_dim", nargs=2, default=["2", "2"])
+    p.add_argument("--train_iterations", type=int, default=2000)
+    p.add_argument("--train_extra", default="", help="extra train.py flags")
+    p.add_argument("--students", nargs="+", default=["hash", "vm", "grid", "mlp"])
+    p.add_argument("--distill_seconds", type=float, default=None, help="time budget per student")
+    p.add_argument("--distill_steps", type=int, default=3000, help="step budget per student (without seconds)")
+    p.add_argument("--distill_extra", default="", help="extra distill.py flags (student sizes, batch, ...)")
+    p.add_argument("--eval_extra", default="", help="extra eval.py flags (same for teacher and students)")
+    p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--results_dir", default=None, help="where <name>.json goes (default: bench/results)")
+    args = p.parse_args()
+    py = sys.executable
+    work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_distill_"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = log_path(args.name, work)
+    times = {}
+    if args.dataset_path and args.container_path:
+        data, container = Path(args.dataset_path), Path(args.container_path)
+        config = Path(args.config_file or data / "config.yaml")
+    else:
+        data, config, container, times = make_teacher(args, work, py, log)
+    rows = {}
+    teacher_eval = evaluate(py, config, data, container, work / "eval-teacher", args.eval_extra, log)
+    rows["teacher"] = {"psnr": teacher_eval["psnr"]["mean"], "ssim": teacher_eval["ssim"]["mean"],
+                       "rays_per_second": teacher_eval["rays_per_second"],
+                       "parameters": None, "distill_seconds": None, "seams": seam_metrics(container, data, config, work)}
+    budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
+              else ["--distill_steps", str(args.distill_steps)])
+    for kind in args.students:
+        student = work / f"student-{kind}.pt"
+        seconds = run_logged([py, "scripts/distill.py", "--config_file", str(config), "--container_path",
+                              str(container), "--dataset_path", str(data), "--model_type", kind, "--output",
+                              str(student), "--overwrite", "--quiet", *budget, *args.distill_extra.split()], log)
+        info = json.loads(student.with_name(student.name + ".json").read_text())
+        metrics = evaluate(py, config, data, student, work / f"eval-{kind}", args.eval_extra, log)
+        rows["teacher"]["parameters"] = info["teacher_parameters"]
+        rows[kind] = {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
+                      "rays_per_second": metrics["rays_per_second"], "parameters": info["student_parameters"],
+                      "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
+                      "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
+                      "occupied_fraction": info["occupied_fraction"],
+                      "seams": seam_metrics(student, data, config, work)}
+    teacher = rows["teacher"]
+    verdict = None
+    if "hash" in rows:
+        h = rows["hash"]
+        verdict = {"psnr_drop_db": teacher["psnr"] - h["psnr"],
+                   "parameter_ratio": h["parameters"] / teacher["parameters"],
+                   "speedup": h["rays_per_second"] / teacher["rays_per_second"]}
+        verdict["met"] = (verdict["psnr_drop_db"] <= TARGET["max_psnr_drop_db"]
+                          and verdict["parameter_ratio"] <= TARGET["max_parameter_ratio"]
+                          and verdict["speedup"] >= TARGET["min_speedup"])
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
+              "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
+              "budget": budget, "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
+              "models": rows, "target": TARGET, "hash_vs_target": verdict}
+    write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
+    print(f"{'model':<9}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'distil s':>10}")
+    for name, r in rows.items():
+        vs = f"{r['vs_teacher_psnr']:.2f}" if r.get("vs_teacher_psnr") is not None else "-"
+        ds = f"{r['distill_seconds']:.1f}" if r.get("distill_seconds") is not None else "-"
+        print(f"{name:<9}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
+              f"{r['rays_per_second']:>11.0f}{ds:>10}")
+    if verdict is not None:
+        print(f"hash vs container: {verdict['psnr_drop_db']:+.2f} dB drop, {verdict['parameter_ratio']:.3f}x parameters, "
+              f"{verdict['speedup']:.2f}x render speed; target {'met' if verdict['met'] else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()
