@@ -217,7 +217,8 @@ def run_worker(args: argparse.Namespace) -> None:
                 "iteration": record["iteration"], "psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
                 "lpips": metrics["lpips"]["mean"] if metrics["lpips"].get("count") else None,
                 "eval_images": metrics["images"], "eval_seconds": time.time() - eval_started,
-                "eval_rays_per_second": metrics["rays_per_second"], "eval_dir": str(eval_dir)})
+                "eval_rays_per_second": metrics["rays_per_second"],
+                "eval_phase_seconds": metrics.get("main_rank_phase_seconds"), "eval_dir": str(eval_dir)})
             print(f"[{backend}] {mark / 60:g} min: PSNR {metrics['psnr']['mean']:.2f} dB, "
                   f"SSIM {metrics['ssim']['mean']:.4f} ({record['iteration']} iterations)", flush=True)
             write_partial(args, backend, result)

@@ -56,6 +56,17 @@ def default_device(requested: str | None, info: ProcessInfo) -> torch.device:
     return torch.device("cpu")
 
 
+def process_device(requested: str | None) -> torch.device:
+    """The device this process computes on: ``requested``, else its current CUDA device (the rank's
+    GPU once :func:`init_from_env` has run), else the CPU.  Unlike :func:`default_device` it needs no
+    :class:`ProcessInfo`, so library code never falls back to GPU 0 on every rank."""
+    if requested is not None:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

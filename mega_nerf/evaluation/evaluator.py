@@ -45,6 +45,15 @@ def load_model(args: argparse.Namespace, device: torch.device):
 
 
 def evaluate(args: argparse.Namespace) -> dict:
+    phase_started = time.time()
+    phases = {}  # wall seconds of each phase on this rank, so fixed costs show up in metrics.json
+
+    def phase_done(name: str) -> None:
+        nonlocal phase_started
+        now = time.time()
+        phases[name] = phases.get(name, 0.0) + now - phase_started
+        phase_started = now
+
     info = distributed.init_from_env(args.device)
     device = distributed.default_device(args.device, info)
     if args.num_threads:
@@ -55,7 +64,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 f"{output}: already holds evaluation results; pass another --output_path or delete it")
     dataset = load_dataset(Path(args.dataset_path), args.train_every)
     require(dataset.val, f"{args.dataset_path}/val: no validation images to evaluate")
+    phase_done("load_dataset")
     model, bounds = load_model(args, device)
+    phase_done("load_model")
     require(abs(bounds.pose_scale_factor - dataset.pose_scale_factor) < 1e-6 * dataset.pose_scale_factor,
             f"{args.dataset_path}: pose_scale_factor differs from the model's; evaluate on the dataset it was "
             f"trained on")
@@ -64,6 +75,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     lpips = LpipsMetric(device=device)
     use_amp = args.amp and device.type == "cuda"  # the fields run in bf16 as in training; compositing in fp32
     results = []
+    phase_done("setup")
     for index in tqdm(range(info.rank, len(items), info.world_size), desc=f"eval[rank {info.rank}]",
                       disable=not info.is_main, file=sys.stdout):
         item = items[index].scaled(args.val_scale_factor)
@@ -73,6 +85,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                                       appearance_index(dataset, item, args.val_protocol), bounds, sampling,
                                       args.image_pixel_batch_size, device)
         seconds = time.time() - started
+        phase_done("render")
         gt = item.load_image().float() / 255
         pred_s, gt_s = split_for_protocol(rgb, args.val_protocol), split_for_protocol(gt, args.val_protocol)
         metric_depth = depth * dataset.pose_scale_factor
@@ -85,6 +98,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             results[-1]["seams"] = image_seam_metrics(model, bounds, item.W, item.H, item.intrinsics, item.c2w,
                                                       appearance_index(dataset, item, args.val_protocol), rgb,
                                                       depth, gt, args.val_protocol)
+        phase_done("metrics_and_images")
     gathered = sorted((r for part in distributed.gather_objects(results) for r in part), key=lambda r: r["index"])
     metrics = {}
     if info.is_main:
@@ -97,7 +111,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "lpips_status": "computed (vgg)" if lpips.available else f"not computed: {lpips.reason}",
             "rays_per_second": sum(r["rays"] for r in gathered) / max(total_seconds, 1e-9),
             "seconds_per_image": total_seconds / max(len(gathered), 1),
-            "processes": info.world_size, "device": str(device),
+            "processes": info.world_size, "device": str(device), "main_rank_phase_seconds": phases,
             "model": str(args.container_path or args.ckpt_path), "per_image": gathered,
         }
         if getattr(args, "seam_metrics", False):

@@ -15,6 +15,8 @@ them without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 try:
@@ -101,14 +103,21 @@ if triton is not None:
 _BLOCK = 128
 
 
+def _on_device_of(x: torch.Tensor):
+    """Triton launches on the current CUDA device, not the tensors' one: make them agree (a rank
+    whose tensors are not on GPU 0).  A no-op for the CPU interpreter used by the tests."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 class _HashEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, resolutions, offsets, sizes, dense):
         n, levels, features = x.shape[0], resolutions.shape[0], table.shape[1]
         out = torch.empty(n, levels * features, device=x.device, dtype=torch.float32)
         if n > 0:
-            _hash_encode_fwd[(triton.cdiv(n, _BLOCK),)](x, table, out, resolutions, offsets, sizes, dense, n,
-                                                         LEVELS=levels, F=features, BLOCK=_BLOCK)
+            with _on_device_of(x):
+                _hash_encode_fwd[(triton.cdiv(n, _BLOCK),)](
+                    x, table, out, resolutions, offsets, sizes, dense, n, LEVELS=levels, F=features, BLOCK=_BLOCK)
         ctx.save_for_backward(x, resolutions, offsets, sizes, dense)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype
         return out
@@ -119,9 +128,10 @@ class _HashEncode(torch.autograd.Function):
         n, levels = x.shape[0], resolutions.shape[0]
         grad_table = torch.zeros(ctx.table_shape, device=x.device, dtype=torch.float32)
         if n > 0:
-            _hash_encode_bwd[(triton.cdiv(n, _BLOCK), levels)](
-                x, grad_out.contiguous(), grad_table, resolutions, offsets, sizes, dense, n,
-                LEVELS=levels, F=ctx.table_shape[1], BLOCK=_BLOCK)
+            with _on_device_of(x):
+                _hash_encode_bwd[(triton.cdiv(n, _BLOCK), levels)](
+                    x, grad_out.contiguous(), grad_table, resolutions, offsets, sizes, dense, n,
+                    LEVELS=levels, F=ctx.table_shape[1], BLOCK=_BLOCK)
         return None, grad_table.to(ctx.table_dtype), None, None, None, None
 
 

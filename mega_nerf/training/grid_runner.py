@@ -191,6 +191,7 @@ class GridRun:
         """Train (or write the chunks of) a claimed cell; True when the group was given the task."""
         args, cell = self.args, claim.cell
         cargs = cell_args(args, cell)
+        cargs.device = str(self.device)  # this rank's GPU, never the first GPU of the machine
         exp = Path(cargs.exp_name)
         if self._finished(cargs):
             self.queue.resolve(cell, {"status": "done", "trained": False, "worker": self.worker,

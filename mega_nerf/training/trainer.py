@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from mega_nerf.data.chunks import ChunkStream, open_chunks, write_chunks
 from mega_nerf.data.format import PosedDataset, load_dataset
-from mega_nerf.distributed import ProcessInfo, default_device
+from mega_nerf.distributed import process_device
 from mega_nerf.distributed.data_parallel import CellGroup
 from mega_nerf.errors import UserError, require
 from mega_nerf.evaluation.images import colorize_depth, side_by_side
@@ -140,7 +140,7 @@ class Trainer:
                 f"--batch_size {args.batch_size} must be a multiple of the GPUs per cell ({group and group.size})")
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
-        self.device = default_device(args.device, ProcessInfo())
+        self.device = process_device(args.device)
         self.exp_dir = Path(args.exp_name)
         self.dataset: PosedDataset = load_dataset(Path(args.dataset_path), args.train_every)
         self.bounds = scene_bounds_from_args(self.dataset, args, require_altitude_range=args.ellipse_bounds)
