@@ -53,7 +53,7 @@ from mega_nerf.distillation.student import (
     student_config,
 )
 from mega_nerf.distillation.teacher_cache import TeacherCache, file_identity
-from mega_nerf.distributed import ProcessInfo, default_device
+from mega_nerf.distributed import process_device
 from mega_nerf.errors import UserError, require
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, temporary_sibling
 from mega_nerf.render.occupancy import OccupancyGrid
@@ -232,7 +232,7 @@ def distill(args: argparse.Namespace) -> dict:
     output = check_output(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    device = default_device(args.device, ProcessInfo())
+    device = process_device(args.device)
     settings = settings_from_args(args)
     container_path = Path(args.container_path)
     teacher = load_container(container_path, "cpu")

@@ -32,7 +32,7 @@ from mega_nerf.distillation.cameras import Views, view_rays
 from mega_nerf.distillation.samples import ray_samples
 from mega_nerf.geometry.bounds import ray_segments
 from mega_nerf.partition.centroids import routing_weights
-from mega_nerf.render.renderer import SamplingConfig, _render_background, render_rays
+from mega_nerf.render.renderer import SamplingConfig, render_background, render_rays
 from mega_nerf.render.volume import composite_intervals
 
 HALF_MAX = 6.0e4  # features are stored in float16
@@ -83,7 +83,7 @@ def background_rgb(model, rays_o, rays_d, appearance, far, t_exit, bounds, bg_sa
     """(R, 3) colour of the background of rays: the renderer's own background pass, so the
     student's background is taught exactly as it will be rendered."""
     center, radius = bounds.ellipsoid(rays_o.device)
-    return _render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, bg_samples,
+    return render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, bg_samples,
                               train)["rgb"]
 
 

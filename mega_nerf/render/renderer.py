@@ -73,7 +73,7 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
     if has_bg_model and bool(has_bg.any()):
         idx = torch.nonzero(has_bg).reshape(-1)
         center, radius = bounds.ellipsoid(rays_o.device)
-        out_bg = _render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
+        out_bg = render_background(model, rays_o[idx], rays_d[idx], appearance[idx], far[idx], t_exit[idx],
                                     center, radius, sampling.bg_samples, train)
         trans = fg["transmittance"][idx]
         out["rgb"] = out["rgb"].index_add(0, idx, trans[:, None] * out_bg["rgb"])
@@ -121,8 +121,17 @@ def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exi
     return composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
 
 
-def _render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, num, train):
-    """Samples uniform in inverse radius from the ellipsoid surface (s = 1) towards ``far``."""
+def render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, num, train):
+    """The background model's colour along rays past the foreground: samples uniform in inverse
+    radius from the ellipsoid surface (s = 1) towards ``far``, routed to a cell by the point where
+    each ray leaves the foreground (``t_exit``).
+
+    Args:
+        rays_o, rays_d: (M, 3); appearance: (M,); far, t_exit: (M,); center, radius: (3,) the
+        foreground ellipsoid; num: samples per ray; train: jitter the samples.
+    Returns:
+        the compositing of :func:`composite` over the (M, num) samples.
+    """
     o = (rays_o - center) / radius
     d = rays_d / radius
     r_far = (o + d * far[:, None].clamp(max=1e6)).norm(dim=-1).clamp_min(1.0)

@@ -30,6 +30,7 @@ from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, scene_b
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training import cell_lock
+from mega_nerf.training.cells import unreached_cells
 from mega_nerf.training.neighbor_agreement import (
     NeighborAgreement,
     RecordingModel,
@@ -178,17 +179,14 @@ class Trainer:
             return None
         require(self.cell is not None, "--neighbor_agreement needs --cluster_mask_path (it trains one cell of a "
                                        "grid against its neighbours)")
-        counts = params.get("cell_pixel_counts")
-        unreached = () if counts is None else tuple(k for k in range(len(counts)) if int(counts[k]) == 0)
         # Below this density even a ray across the whole field box is more transparent than
         # --occupancy_alpha_threshold: both cells calling a sample empty below it is agreement.
-        aabb = torch.tensor(self.model_config["aabb"])
-        floor = -math.log(1 - args.occupancy_alpha_threshold) / float((aabb[1] - aabb[0]).norm())
+        floor = self.occupancy_threshold / args.occupancy_candidates
         return NeighborAgreement(
             self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
             args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
             args.neighbor_agreement, args.agreement_appearance, floor, self.bounds.to_dict(),
-            self.device, skip=unreached)
+            self.device, skip=tuple(unreached_cells(params)))
 
     @property
     def agreeing(self) -> bool:
