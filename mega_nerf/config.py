@@ -184,6 +184,23 @@ def add_agreement_options(p: configargparse.ArgumentParser) -> None:
                         "merge_submodules.py --ckpt_prefix)")
 
 
+def add_depth_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sparse depth supervision (structure-from-motion tracks, DS-NeRF style)")
+    g.add_argument("--depth_loss_weight", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of a depth loss (0 = off) on the pixels of training images where a sparse SfM "
+                        "point was observed (DATASET/train/sparse_depth/, written by scripts/prepare_dataset.py "
+                        "from a COLMAP model): a Huber loss on the relative error of the rendered depth (expected "
+                        "distance along the ray), weighted by each point's confidence (reprojection error, track "
+                        "length), averaged over the supervised rays of the step")
+    g.add_argument("--depth_rays_per_batch", type=int, default=256,
+                   help="with --depth_loss_weight: observed pixels (of this cell's mask, with masks) drawn each "
+                        "step and rendered with the batch for the depth loss only, since random batches rarely "
+                        "hold one")
+    g.add_argument("--depth_loss_decay", type=float, default=1.0,
+                   help="the depth loss weight is multiplied by this over training (like --lr_decay_factor; "
+                        "1 = constant), so the photometric loss refines what the sparse points start")
+
+
 def train_parser() -> configargparse.ArgumentParser:
     p = new_parser("Train one cell's submodule (with --cluster_mask_path) or one model on the whole scene.")
     add_scene_options(p)
@@ -191,6 +208,7 @@ def train_parser() -> configargparse.ArgumentParser:
     add_render_options(p)
     add_train_options(p)
     add_agreement_options(p)
+    add_depth_options(p)
     return p
 
 
@@ -274,6 +292,11 @@ def validate_common(args: argparse.Namespace) -> None:
                 f"--agreement_appearance must be >= 0, got {args.agreement_appearance:g}")
     if getattr(args, "agreement_margin", None) is not None:
         require(args.agreement_margin >= 1, f"--agreement_margin must be >= 1, got {args.agreement_margin:g}")
+    if getattr(args, "depth_loss_weight", 0.0):
+        require(args.depth_loss_weight >= 0, f"--depth_loss_weight must be >= 0, got {args.depth_loss_weight:g}")
+        require(args.depth_rays_per_batch >= 0,
+                f"--depth_rays_per_batch must be >= 0, got {args.depth_rays_per_batch}")
+        require(args.depth_loss_decay > 0, f"--depth_loss_decay must be > 0, got {args.depth_loss_decay:g}")
     if getattr(args, "lr_schedule", "iterations") == "time":
         require(seconds is not None, "--lr_schedule time needs --train_seconds")
     if seconds is not None and marks:

@@ -14,6 +14,9 @@ Optional files that :func:`load_dataset` ignores (written by ``scripts/prepare_d
     DATASET/points3d.pt    sparse points {'xyz': (P, 3) float32 normalised DRB,
                            optional 'rgb': (P, 3) uint8}
     DATASET/mappings.txt   original_image_name,stem per line (Mega-NeRF's file)
+    DATASET/{train,val}/sparse_depth/<stem>.pt
+                           sparse depth observations from SfM tracks (COLMAP sources), read by
+                           training with --depth_loss_weight (see importers/writer.py)
     DATASET/import.json    source, world_to_drb (3, 3) including the metre scale, split
     DATASET/config.yaml    suggested scene options (ray_altitude_range, near, ...)
     DATASET/colmap/        --images / --video: the SfM model (sparse/0, binary; ENU metres when

@@ -31,6 +31,7 @@ from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_writ
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training import cell_lock
 from mega_nerf.training.cells import unreached_cells
+from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
     NeighborAgreement,
     RecordingModel,
@@ -171,6 +172,33 @@ class Trainer:
         self.occupancy_threshold = -math.log(1 - args.occupancy_alpha_threshold) / step
         self.agreement = self._neighbor_agreement(params)
         self.agreement_parts: dict = {}
+        self.depth = self._depth_observations()
+        self.depth_parts: dict = {}
+
+    def _depth_observations(self) -> DepthObservations | None:
+        """``--depth_loss_weight``: the sparse depth observations of the pixels this run trains on."""
+        args = self.args
+        if not getattr(args, "depth_loss_weight", 0.0):
+            return None
+        full_sizes = {m.stem: (m.H, m.W) for m in self.dataset.items}
+        select = pixel_selector(self.mask_root, self.cell, args.val_protocol, args.all_val, full_sizes)
+        depth = DepthObservations.load(Path(args.dataset_path), self.items, select, args.center_pixels,
+                                       self.device)
+        if len(depth) == 0:
+            print(f"{self.exp_dir}: no sparse depth observation falls in this run's pixels; training without "
+                  f"the depth loss", flush=True)
+            return None
+        if self.leader:
+            print(f"depth supervision: {len(depth)} observed pixels, weight {args.depth_loss_weight:g}", flush=True)
+        return depth
+
+    def _depth_weight(self) -> float:
+        """``--depth_loss_weight`` decayed by ``--depth_loss_decay`` on the lr schedule's progress."""
+        if self.args.lr_schedule == "time" and self.args.train_seconds is not None:
+            progress = self.clock.seconds / self.args.train_seconds
+        else:
+            progress = self.iteration / self.args.train_iterations
+        return self.args.depth_loss_weight * self.args.depth_loss_decay ** min(progress, 1.0)
 
     def _neighbor_agreement(self, params: dict | None) -> NeighborAgreement | None:
         """``--neighbor_agreement``: the neighbours finished by now (see :mod:`.neighbor_agreement`)."""
@@ -371,18 +399,36 @@ class Trainer:
         deterministically (tests compare gradients)."""
         if self.group is not None:
             rgb_u8, ids = self.group.shard(rgb_u8, ids)
-        rays_o, rays_d, appearance = table.rays(ids)
+        observed = None
+        if self.depth is not None:  # --depth_loss_weight: observed pixels rendered with the batch
+            count = self.args.depth_rays_per_batch // (1 if self.group is None else self.group.size)
+            generator = torch.Generator().manual_seed(
+                self.args.random_seed * 1_000_003 + 7919 * self.iteration + (0 if self.group is None else self.group.rank))
+            observed = self.depth.sample(count, generator)
+            rays_o, rays_d, appearance = table.rays(torch.cat([ids.to(self.device), observed[0]]))
+        else:
+            rays_o, rays_d, appearance = table.rays(ids)
         target = rgb_u8.to(self.device).float() / 255
         recorder = RecordingModel(self.model) if self.agreeing else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = render_rays(recorder or self.model, rays_o, rays_d, appearance, self.bounds, self.sampling,
                               train=jitter)
-        loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
-        total = loss
+        if observed is None:
+            loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
+            total = loss
+        else:
+            batch = target.shape[0]
+            loss = torch.nn.functional.mse_loss(out["rgb"][:batch].float(), target)
+            depth_target, depth_weight = self.depth.lookup(ids)
+            supervised = (depth_weight > 0).sum() + observed[0].shape[0]
+            term = depth_loss(out["depth"], torch.cat([depth_target, observed[1]]),
+                              torch.cat([depth_weight, observed[2]]), supervised)
+            total = loss + self._depth_weight() * term
+            self.depth_parts = {"loss": term.detach(), "rays": supervised}
         if recorder is not None:  # --neighbor_agreement with trained neighbours
             extra, self.agreement_parts = self.agreement.loss(recorder, self.model)
             if extra is not None:
-                total = loss + extra
+                total = total + extra
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.group is not None:
@@ -485,6 +531,10 @@ class Trainer:
                     writer.add_scalar("train/lr", self._lr(self.iteration), self.iteration)
                     for name, value in self.agreement_parts.items():
                         writer.add_scalar(f"train/agreement_{name}", float(value), self.iteration)
+                    for name, value in self.depth_parts.items():
+                        writer.add_scalar(f"train/depth_{name}", float(value), self.iteration)
+                    if self.depth is not None:
+                        writer.add_scalar("train/depth_weight", self._depth_weight(), self.iteration)
                 progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
             if marks and self.clock.seconds >= marks[0]:
                 self._sync()  # the clock must cover the work queued so far

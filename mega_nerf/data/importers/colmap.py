@@ -22,6 +22,7 @@ OPENCV_FISHEYE             fx, fy, cx, cy, k1, k2, k3, k4         fisheye (k1..k
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -88,8 +89,9 @@ def read_colmap_model(reconstruction, image_dir: Path, source: str = "", skip_mi
             cameras[image.camera_id] = camera_from_colmap(cam.model.name, cam.width, cam.height, cam.params)
         w2c = np.asarray(image.cam_from_world().matrix(), dtype=np.float64)
         rotation = w2c[:, :3].T
+        observed = np.array([p.point3D_id for p in image.get_observation_points2D()], dtype=np.int64)
         frames.append(Frame(image.name, image_dir / image.name, cameras[image.camera_id],
-                            np.concatenate([rotation, -rotation @ w2c[:, 3:]], axis=1)))
+                            np.concatenate([rotation, -rotation @ w2c[:, 3:]], axis=1), observed))
     registered = {f.name for f in frames} | set(missing)
     unregistered = sorted((on_disk - registered) | set(unposed))
     skipped = []
@@ -103,12 +105,20 @@ def read_colmap_model(reconstruction, image_dir: Path, source: str = "", skip_mi
                               f"(first: {missing[0]}); pass --image_dir or --skip_missing_images")
         skipped += [f"{name}: image missing" for name in missing]
     require(frames, f"{source}: no registered image has its file in {image_dir}")
-    points = colors = None
+    points = colors = errors = track_lengths = None
     if reconstruction.num_points3D() > 0:
-        values = list(reconstruction.points3D.values())
+        point_ids, values = zip(*reconstruction.points3D.items())
         points = np.array([p.xyz for p in values], dtype=np.float64)
         colors = np.array([p.color for p in values], dtype=np.uint8)
-    return SourceScene(frames, points, colors, source=source, skipped=skipped)
+        errors = np.array([p.error if p.has_error() else -1.0 for p in values], dtype=np.float64)
+        track_lengths = np.array([p.track.length() for p in values], dtype=np.int64)
+        # Each frame's observations as rows of ``points`` (its track ids -> row numbers).
+        row = {pid: k for k, pid in enumerate(point_ids)}
+        frames = [replace(f, point_ids=np.array([row[p] for p in f.point_ids if p in row], dtype=np.int64))
+                  for f in frames]
+    else:
+        frames = [replace(f, point_ids=None) for f in frames]
+    return SourceScene(frames, points, colors, errors, track_lengths, source=source, skipped=skipped)
 
 
 def find_model(folder: Path, image_dir: Optional[Path]) -> tuple:

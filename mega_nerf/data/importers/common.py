@@ -67,12 +67,16 @@ class Frame:
 
     ``name``: the image's name in the source (relative path), used for splits and mappings.
     ``c2w``: (3, 4) float64 camera-to-world, OpenCV axes, source world units.
+    ``point_ids``: (K,) int64 rows of :attr:`SourceScene.points` whose track holds this image
+    (COLMAP models), or None when the source has no tracks.
     """
 
     name: str
     image_path: Path
     camera: Camera
     c2w: np.ndarray
+    #: rows of ``SourceScene.points`` this image observes (a COLMAP track holds this image), or None
+    point_ids: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -83,6 +87,8 @@ class SourceScene:
         frames: posed images (any order; the writer sorts them by name).
         points: (P, 3) sparse points in the source world, or None.
         point_colors: (P, 3) uint8 RGB, or None.
+        point_errors: (P,) mean reprojection error in pixels (COLMAP), or None.
+        point_track_lengths: (P,) number of images observing each point (COLMAP), or None.
         up: (3,) known world up vector, or None to estimate it from the cameras.
         metres_per_unit: source units in metres when known (metric model), else None.
         val_names: names of validation images when the source defines a split, else None.
@@ -97,6 +103,8 @@ class SourceScene:
     frames: List[Frame]
     points: Optional[np.ndarray] = None
     point_colors: Optional[np.ndarray] = None
+    point_errors: Optional[np.ndarray] = None
+    point_track_lengths: Optional[np.ndarray] = None
     up: Optional[np.ndarray] = None
     metres_per_unit: Optional[float] = None
     val_names: Optional[List[str]] = None

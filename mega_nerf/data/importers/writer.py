@@ -8,6 +8,27 @@ scale, the train/val split, undistortion and downscaling, then the files of
     DATASET/points3d.pt     sparse points, normalised DRB (when the source has points)
     DATASET/mappings.txt    original_image_name,stem (Mega-NeRF's file)
     DATASET/import.json     how the source world maps to DRB, for tools and for the record
+    DATASET/{train,val}/sparse_depth/<stem>.pt
+                            sparse depth observations from structure-from-motion tracks (COLMAP
+                            sources: --colmap, --images, --video), for --depth_loss_weight
+
+``sparse_depth/<stem>.pt`` (:func:`sparse_depth_observations`) holds, for every sparse point
+whose track contains the image and that lies in front of the written camera and inside its
+image, re-projected through the *written* camera (undistorted pinhole, downscaled), so the
+pixels match the written image, not the raw keypoints::
+
+    'xy'          (K, 2) float32 continuous pixel coordinates at the written size (pixel (i, j)
+                  spans [i, i+1) x [j, j+1); its centre, where rays are cast, is at +0.5)
+    'z'           (K,) float32 depth along the camera's viewing axis, normalised units
+    'distance'    (K,) float32 distance from the camera centre to the point along the unit ray
+                  through 'xy', normalised units (what the renderer's 'depth' measures)
+    'weight'      (K,) float32 2 exp(-(e / mean e)^2) (DS-NeRF, e = the point's reprojection
+                  error) times min(1, (track length - 1) / 2) (two-view points count half)
+    'point_index' (K,) int64 rows of points3d.pt
+    'W', 'H'      the written image size
+
+Training recomputes the target for the ray through each observation's pixel centre at the
+training scale as ``z * |direction|`` (the distance at which that ray reaches the point's depth).
 
 The dataset is built in a sibling staging folder and renamed at the end
 (:func:`mega_nerf.io_utils.staged_folder`).
@@ -108,6 +129,45 @@ def scene_content(scene: SourceScene, aligned: AlignedScene) -> tuple:
     return None, "the cameras alone (no sparse points, depth bounds or scene box)", False
 
 
+def point_weights(scene: SourceScene) -> Optional[np.ndarray]:
+    """(P,) confidence of each sparse point (see the module docstring), or None without points."""
+    if scene.points is None:
+        return None
+    weights = np.ones(len(scene.points))
+    if scene.point_errors is not None:
+        errors = np.asarray(scene.point_errors, dtype=np.float64)
+        known = errors >= 0
+        mean = errors[known].mean() if known.any() else 0.0
+        if mean > 0:
+            weights = np.where(known, 2 * np.exp(-(errors / mean) ** 2), 1.0)
+    if scene.point_track_lengths is not None:
+        weights = weights * np.clip((np.asarray(scene.point_track_lengths) - 1) / 2, 0.0, 1.0)
+    return weights
+
+
+def sparse_depth_observations(points_norm: np.ndarray, point_ids: np.ndarray, weights: np.ndarray,
+                              rotation: np.ndarray, position_norm: np.ndarray, camera) -> dict:
+    """The ``sparse_depth/<stem>.pt`` record of one image (see the module docstring).
+
+    Args:
+        points_norm: (P, 3) normalised DRB points; point_ids: (K,) rows this image observes;
+        weights: (P,); rotation: (3, 3) OpenCV camera axes (columns) in DRB; position_norm: (3,)
+        normalised camera centre; camera: the written pinhole :class:`Camera`.
+    """
+    ids = np.asarray(point_ids, dtype=np.int64)
+    cam = (points_norm[ids] - position_norm) @ rotation  # OpenCV camera frame (x right, y down, z forward)
+    z = cam[:, 2]
+    front = z > 1e-9
+    safe_z = np.where(front, z, 1.0)
+    xy = np.stack([camera.fx * cam[:, 0] / safe_z + camera.cx, camera.fy * cam[:, 1] / safe_z + camera.cy], -1)
+    keep = (front & (xy[:, 0] >= 0) & (xy[:, 0] < camera.width) & (xy[:, 1] >= 0) & (xy[:, 1] < camera.height)
+            & (weights[ids] > 0))
+    return {"xy": torch.from_numpy(xy[keep]).float(), "z": torch.from_numpy(z[keep]).float(),
+            "distance": torch.from_numpy(np.linalg.norm(cam[keep], axis=-1)).float(),
+            "weight": torch.from_numpy(weights[ids][keep]).float(),
+            "point_index": torch.from_numpy(ids[keep]), "W": camera.width, "H": camera.height}
+
+
 def fit_cameras_to_images(frames: List[Frame]) -> tuple:
     """``(frames, notes)``: cameras rescaled to their images' size when a model was made on
     uniformly resized copies (e.g. SfM at half size).  Reads one image per camera; images of
@@ -168,6 +228,8 @@ def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOpti
 
     undistorter = Undistorter(options.downscale)
     sizes, any_alpha = set(), False
+    weights = point_weights(scene)
+    points_norm = None if aligned.points is None else (aligned.points - origin) / scale
     with nullcontext(staging) if staging is not None else staged_folder(output) as staging:
         write_coordinates(staging, origin, scale)
         for split in ("train", "val"):  # load_dataset expects both, also without validation images
@@ -191,8 +253,13 @@ def write_dataset(scene: SourceScene, output: Path, options: Optional[ImportOpti
             c2w = opengl_c2w_from_drb_camera(rotation_drb, torch.from_numpy((position - origin) / scale))
             suffix = ".jpg" if frame.image_path.suffix.lower() in (".jpg", ".jpeg") else ".png"
             write_image(staging, split, f"{index:06d}", undistorter(rgb, cam), target.intrinsics, c2w, suffix)
+            if frame.point_ids is not None and points_norm is not None:
+                (staging / split / "sparse_depth").mkdir(exist_ok=True)
+                atomic_torch_save(sparse_depth_observations(points_norm, frame.point_ids, weights, R,
+                                                            (position - origin) / scale, target),
+                                  staging / split / "sparse_depth" / f"{index:06d}.pt")
         if aligned.points is not None:
-            saved = {"xyz": torch.from_numpy((aligned.points - origin) / scale).float()}
+            saved = {"xyz": torch.from_numpy(points_norm).float()}
             if scene.point_colors is not None:
                 saved["rgb"] = torch.from_numpy(np.asarray(scene.point_colors, dtype=np.uint8))
             atomic_torch_save(saved, staging / "points3d.pt")
