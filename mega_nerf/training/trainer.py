@@ -396,7 +396,9 @@ class Trainer:
                           jitter: bool = True) -> torch.Tensor:
         """Forward and backward of one batch (this rank's share of it in a group, whose gradients
         are then averaged over the group); returns the batch's loss.  ``jitter=False`` samples
-        deterministically (tests compare gradients)."""
+        deterministically (tests compare gradients).  With ``--depth_loss_weight`` the step also
+        renders ``--depth_rays_per_batch`` observed pixels and adds the weighted depth loss
+        (:mod:`.depth_supervision`) to the gradients; the returned loss stays the photometric one."""
         if self.group is not None:
             rgb_u8, ids = self.group.shard(rgb_u8, ids)
         observed = None
