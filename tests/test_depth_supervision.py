@@ -196,3 +196,34 @@ def test_option_on_without_observations_is_one_clear_line(tmp_path):
     with pytest.raises(UserError, match="depth_rays_per_batch"):
         parse(train_parser(), ["--exp_name", "x", "--dataset_path", "y", "--depth_loss_weight", "1",
                                "--depth_rays_per_batch", "-1"])
+
+
+@needs_pycolmap
+def test_cells_supervise_only_their_masks_pixels_and_train_cells_runs(capture, tmp_path):
+    import subprocess
+    import sys
+
+    from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
+    from mega_nerf.training.ray_data import pixel_selector
+
+    dataset = capture["dataset"]
+    create_cluster_masks(parse(mask_parser(), ["--config", str(dataset / "config.yaml"), "--dataset_path",
+                                               str(dataset), "--output", str(tmp_path / "masks"), "--grid_dim", "2",
+                                               "2", "--ray_samples", "16"]))
+    trainer = Trainer(train_args(dataset, tmp_path / "cell0", ["--cluster_mask_path", str(tmp_path / "masks" / "0"),
+                                                               "--depth_loss_weight", "1", "--train_iterations", "3"]))
+    every = DepthObservations.load(dataset, trainer.items, None, True, torch.device("cpu"))
+    assert trainer.depth is not None and 0 < len(trainer.depth) < len(every)
+    select = pixel_selector(trainer.mask_root, 0, "held_out", False, {m.stem: (m.H, m.W) for m in trainer.items})
+    in_mask = torch.cat([select(m) if select(m) is not None else torch.zeros(m.H * m.W, dtype=torch.bool)
+                         for m in trainer.items])
+    assert in_mask[trainer.depth.ids].all()
+    trainer.train()
+    argv = [sys.executable, "-m", "mega_nerf.train_cells", "--config_file", str(dataset / "config.yaml"),
+            "--exp_name", str(tmp_path / "grid"), "--dataset_path", str(dataset), "--cluster_mask_path",
+            str(tmp_path / "masks"), *TINY, "--train_iterations", "3", "--depth_loss_weight", "1",
+            "--depth_rays_per_batch", "16", "--cells", "0", "1"]
+    done = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=180, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "grid-0" / "models" / "3.pt").exists() and (tmp_path / "grid-1" / "models" / "3.pt").exists()
