@@ -194,11 +194,7 @@ class Trainer:
 
     def _depth_weight(self) -> float:
         """``--depth_loss_weight`` decayed by ``--depth_loss_decay`` on the lr schedule's progress."""
-        if self.args.lr_schedule == "time" and self.args.train_seconds is not None:
-            progress = self.clock.seconds / self.args.train_seconds
-        else:
-            progress = self.iteration / self.args.train_iterations
-        return self.args.depth_loss_weight * self.args.depth_loss_decay ** min(progress, 1.0)
+        return self.args.depth_loss_weight * self.args.depth_loss_decay ** self._schedule_progress(self.iteration)
 
     def _neighbor_agreement(self, params: dict | None) -> NeighborAgreement | None:
         """``--neighbor_agreement``: the neighbours finished by now (see :mod:`.neighbor_agreement`)."""
@@ -332,11 +328,16 @@ class Trainer:
     def _lr(self, iteration: int) -> float:
         """Exponential decay by ``lr_decay_factor`` over ``train_iterations`` (constant after it), or over
         ``train_seconds`` of the training clock with ``--lr_schedule time``."""
+        return self.lr * self.args.lr_decay_factor ** self._schedule_progress(iteration)
+
+    def _schedule_progress(self, iteration: int) -> float:
+        """How far the schedule is, in [0, 1]: over ``train_iterations``, or over ``train_seconds`` of
+        the training clock with ``--lr_schedule time`` (the lr and the depth weight decay on it)."""
         if self.args.lr_schedule == "time" and self.args.train_seconds is not None:
             progress = self.clock.seconds / self.args.train_seconds
         else:
             progress = iteration / self.args.train_iterations
-        return self.lr * self.args.lr_decay_factor ** min(progress, 1.0)
+        return min(progress, 1.0)
 
     def finished(self) -> bool:
         if self.args.train_seconds is not None:
