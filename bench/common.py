@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +44,13 @@ def write_result(name: str, result: dict, results_dir: Path | None = None) -> No
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def write_bench_config(dataset: Path, work: Path, bench_settings: str) -> Path:
+    """``work/config.yaml``: the dataset's config.yaml (its scene options) with
+    ``configs/bench/<bench_settings>`` on top."""
+    config = yaml.safe_load((Path(dataset) / "config.yaml").read_text()) or {}
+    config.update(yaml.safe_load((REPO / "configs" / "bench" / bench_settings).read_text()))
+    path = Path(work) / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

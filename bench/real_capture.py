@@ -42,20 +42,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import log_path, run_logged, versions, write_result  # noqa: E402
+from bench.common import log_path, run_logged, versions, write_bench_config, write_result  # noqa: E402
 
 PROTOCOLS = ("mega_nerf", "held_out")
 #: Mega-NeRF's own code on this flight and split (issue 4): 6 minutes per cell, 4 cells sharing one H100.
 MEGA_NERF_REFERENCE = {"psnr": 16.3, "ssim": 0.41, "minutes_per_cell": 6, "cells_sharing_one_gpu": 4,
                        "iterations_per_cell": 1250}
-
-
-def write_config(dataset: Path, work: Path, name: str) -> Path:
-    config = yaml.safe_load((dataset / "config.yaml").read_text()) or {}
-    config.update(yaml.safe_load((REPO / "configs" / "bench" / name).read_text()))
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def run_all(jobs: dict[str, list[str]], log_dir: Path) -> dict[str, float]:
@@ -96,7 +88,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     log = log_path(args.name, work)
     logs = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
-    config = write_config(dataset, work, args.config)
+    config = write_bench_config(dataset, work, args.config)
     started = time.time()
     masks = work / "masks"
     seconds = {"masks": run_logged([py, "scripts/create_cluster_masks.py", "--config", str(config), "--dataset_path",

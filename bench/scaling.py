@@ -44,7 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import log_path, run_logged, versions, write_result  # noqa: E402
+from bench.common import log_path, run_logged, versions, write_bench_config, write_result  # noqa: E402
 
 STAGES = ("masks", "chunks", "training", "merge", "eval")
 #: Issue 5's targets: speed-up of 4 GPUs over 1.
@@ -73,15 +73,6 @@ def prepare_scene(args, work: Path, py: str, log: Path) -> tuple[Path, float]:
     seconds = run_logged(cmd, log)
     marker.write_text(json.dumps(spec))
     return data, seconds
-
-
-def write_config(data: Path, work: Path) -> Path:
-    """The dataset's config.yaml (scene options) with configs/bench/scaling.yaml on top."""
-    config = yaml.safe_load((data / "config.yaml").read_text()) or {}
-    config.update(yaml.safe_load((REPO / "configs" / "bench" / "scaling.yaml").read_text()))
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def eval_render_seconds(metrics: dict, processes: int) -> float:
@@ -152,7 +143,7 @@ def main() -> None:
     log = log_path(f"{args.name}_{n}gpu", work)
     started = time.time()
     data, scene_seconds = prepare_scene(args, work, py, log)
-    config = write_config(data, work)
+    config = write_bench_config(data, work, "scaling.yaml")
     if args.scene_only:
         print(f"scene in {data} ({scene_seconds:.0f} s)")
         return

@@ -18,10 +18,9 @@ from mega_nerf.errors import UserError
 from mega_nerf.evaluation.evaluator import evaluate
 from mega_nerf.evaluation.seams import (
     image_pixel_groups,
-    inside_foreground,
     summarize_seams,
 )
-from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.geometry.bounds import SceneBounds, inside_foreground
 from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
 from mega_nerf.training.agreement import (
     agreement_loss,

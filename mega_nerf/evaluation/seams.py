@@ -38,22 +38,13 @@ import math
 import torch
 
 from mega_nerf.evaluation.metrics import split_for_protocol
-from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.geometry.bounds import SceneBounds, inside_foreground
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.partition.centroids import routing_weights
 
 GROUPS = ("seam", "blend", "interior", "rest")
 #: Pixels around a change of the answering cells that count as seam pixels.
 SEAM_RADIUS = 1
-
-
-def inside_foreground(points: torch.Tensor, bounds: SceneBounds) -> torch.Tensor:
-    """(N, 3) normalised points -> (N,) bool: inside the foreground ellipsoid (or box)."""
-    center, radius = bounds.ellipsoid(points.device)
-    scaled = (points - center) / radius
-    if bounds.box:
-        return (scaled.abs() <= 1).all(-1)
-    return scaled.norm(dim=-1) < 1
 
 
 def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float, cluster_2d: bool) -> torch.Tensor:

@@ -181,6 +181,15 @@ def box_crossing(rays_o: torch.Tensor, rays_d: torch.Tensor, center: torch.Tenso
     return torch.where(hit, t_enter, zero), torch.where(hit, t_exit, zero)
 
 
+def inside_foreground(points: torch.Tensor, bounds: SceneBounds) -> torch.Tensor:
+    """(N, 3) normalised points -> (N,) bool: inside the foreground ellipsoid (or box)."""
+    center, radius = bounds.ellipsoid(points.device)
+    scaled = (points - center) / radius
+    if bounds.box:
+        return (scaled.abs() <= 1).all(-1)
+    return scaled.norm(dim=-1) < 1
+
+
 def check_cameras_inside(rays_o: torch.Tensor, bounds: SceneBounds, where: str) -> None:
     if bounds.box:
         return  # object-centric: the cameras look at the box from outside

@@ -16,7 +16,6 @@ container, by the point where their ray leaves the foreground.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mega_nerf.training.agreement import (
     appearance_alignment_loss,
     appearance_targets,
 )
+from mega_nerf.training.cells import train_summary
 
 
 def neighbor_prefix(exp_dir: Path, cell: int, prefix: str | None) -> str:
@@ -46,11 +46,10 @@ def neighbor_prefix(exp_dir: Path, cell: int, prefix: str | None) -> str:
 
 def finished_checkpoint(exp_dir: Path) -> Path | None:
     """The final checkpoint of a finished cell (its summary names its newest checkpoint), else None."""
-    from mega_nerf.training.trainer import checkpoints
+    from mega_nerf.training.trainer import checkpoints  # the trainer imports this module
 
-    try:
-        summary = json.loads((Path(exp_dir) / "train_summary.json").read_text())
-    except (OSError, ValueError):
+    summary = train_summary(Path(exp_dir))
+    if summary is None:
         return None
     found = checkpoints(Path(exp_dir))
     if not found or summary.get("iterations") != found[-1][0]:

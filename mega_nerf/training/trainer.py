@@ -180,10 +180,8 @@ class Trainer:
         args = self.args
         if not getattr(args, "depth_loss_weight", 0.0):
             return None
-        full_sizes = {m.stem: (m.H, m.W) for m in self.dataset.items}
-        select = pixel_selector(self.mask_root, self.cell, args.val_protocol, args.all_val, full_sizes)
-        depth = DepthObservations.load(Path(args.dataset_path), self.items, select, args.center_pixels,
-                                       self.device)
+        depth = DepthObservations.load(Path(args.dataset_path), self.items, self.pixel_selector(),
+                                       args.center_pixels, self.device)
         if len(depth) == 0:
             print(f"{self.exp_dir}: no sparse depth observation falls in this run's pixels; training without "
                   f"the depth loss", flush=True)
@@ -225,16 +223,20 @@ class Trainer:
                 "train_every": self.args.train_every,
                 "dataset_path": str(Path(self.args.dataset_path).resolve())}
 
+    def pixel_selector(self):
+        """image -> flat bool of the pixels this run trains on (its chunks' rays; the depth
+        observations it may use)."""
+        full_sizes = {m.stem: (m.H, m.W) for m in self.dataset.items}
+        return pixel_selector(self.mask_root, self.cell, self.args.val_protocol, self.args.all_val, full_sizes)
+
     def prepare_chunks(self):
         paths = [Path(p) for p in (self.args.chunk_paths or [self.exp_dir / "chunks"])]
         settings = self._chunk_settings()
         chunks = open_chunks(paths, settings)
         if chunks is None:
             print(f"writing ray chunks to {', '.join(map(str, paths))}", flush=True)
-            full_sizes = {m.stem: (m.H, m.W) for m in self.dataset.items}
-            selector = pixel_selector(self.mask_root, self.cell, self.args.val_protocol, self.args.all_val, full_sizes)
-            chunks = write_chunks(paths, self.items, selector, self.args.num_chunks, self.args.disk_flush_size,
-                                  self.args.random_seed, settings)
+            chunks = write_chunks(paths, self.items, self.pixel_selector(), self.args.num_chunks,
+                                  self.args.disk_flush_size, self.args.random_seed, settings)
         print(f"{chunks.num_rays} training rays in {len(chunks.files)} chunks, "
               f"{chunks.bytes_on_disk / max(chunks.num_rays, 1):.2f} bytes per ray on disk", flush=True)
         return chunks
