@@ -78,12 +78,6 @@ def evaluate(py: str, config: Path, data: Path, model: Path, out: Path, extra: s
     return json.loads((out / "metrics.json").read_text())
 
 
-def seam_metrics(model_path: Path, dataset_path: Path, config: Path, work: Path) -> dict | None:
-    """Hook for seam numbers (neighbour agreement across cell borders, issue 6's other part): return
-    a dict to store under each model's ``seams`` in the result, or None.  Left for the seam work."""
-    return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="distill")
@@ -117,7 +111,7 @@ def main() -> None:
     teacher_eval = evaluate(py, config, data, container, work / "eval-teacher", args.eval_extra, log)
     rows["teacher"] = {"psnr": teacher_eval["psnr"]["mean"], "ssim": teacher_eval["ssim"]["mean"],
                        "rays_per_second": teacher_eval["rays_per_second"],
-                       "parameters": None, "distill_seconds": None, "seams": seam_metrics(container, data, config, work)}
+                       "parameters": None, "distill_seconds": None}
     budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
               else ["--distill_steps", str(args.distill_steps)])
     for kind in args.students:
@@ -132,8 +126,7 @@ def main() -> None:
                       "rays_per_second": metrics["rays_per_second"], "parameters": info["student_parameters"],
                       "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
                       "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
-                      "occupied_fraction": info["occupied_fraction"],
-                      "seams": seam_metrics(student, data, config, work)}
+                      "occupied_fraction": info["occupied_fraction"]}
     teacher = rows["teacher"]
     verdict = None
     if "hash" in rows:

@@ -13,6 +13,10 @@ Two runs of the same settings, started together on the same GPU (so each has abo
 * ``held_out``: validation images never trained; whole images scored at 1/4 resolution with the
   nearest training camera's appearance embedding.
 
+``--variant NAME=FLAGS`` (repeatable) compares training settings: every variant runs every protocol,
+all started together (runs named NAME-PROTOCOL), e.g. ``--variant base= --variant depth="--depth_loss_weight
+0.1" --protocols mega_nerf``.
+
 Each cell trains ``--cell_seconds`` on the training clock; the wall time of the whole training stage
 (chunk writing, loading and the 4 cells, sharing the GPU with the other run) is reported beside it.
 Settings: configs/bench/brighton.yaml on top of the dataset's own config.yaml.  Writes
@@ -23,7 +27,7 @@ CPU smoke test (a few minutes on 2 cores, results to a temporary folder):
     python bench/real_capture.py --dataset_path BRIGHTON --cell_seconds 5 --results_dir /tmp/r \\
         --extra "--batch_size 256 --coarse_samples 16 --fine_samples 16 --occupancy_resolution 32 \\
         --occupancy_candidates 64 --hash_log2_size 14 --num_chunks 4" --masks_extra "--ray_samples 16" \\
-        --eval_extra "--val_scale_factor 16 --coarse_samples 16 --fine_samples 16"
+        --eval_extra "--val_scale_factor 20 --coarse_samples 16 --fine_samples 16"
 """
 from __future__ import annotations
 
@@ -69,6 +73,14 @@ def run_all(jobs: dict[str, list[str]], log_dir: Path) -> dict[str, float]:
     return seconds
 
 
+def parse_variant(text: str) -> tuple[str, str]:
+    """``NAME=FLAGS`` of ``--variant`` -> (NAME, FLAGS)."""
+    name, sep, flags = text.partition("=")
+    if not sep or not name.replace("_", "").isalnum():
+        raise SystemExit(f"--variant {text!r}: expected NAME=FLAGS with NAME in letters, digits and '_'")
+    return name, flags
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset_path", required=True, help="a dataset made by scripts/prepare_dataset.py")
@@ -78,6 +90,9 @@ def main() -> None:
     p.add_argument("--cell_seconds", type=float, default=75.0, help="training-clock seconds per cell")
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     p.add_argument("--extra", default="", help="extra train_cells flags for every run")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="a named set of extra train_cells flags (repeatable): every variant runs every protocol, "
+                        "all at once on the same GPU; runs are then named NAME-PROTOCOL")
     p.add_argument("--eval_extra", default="", help="extra eval.py flags")
     p.add_argument("--masks_extra", default="", help="extra create_cluster_masks.py flags")
     p.add_argument("--work", default=None, help="work folder (default: a new temporary one)")
@@ -87,7 +102,11 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_real_"))
     work.mkdir(parents=True, exist_ok=True)
     log = log_path(args.name, work)
-    logs = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
+    # Render strips go to $OUT on the device machine; the per-run logs stay in the work folder
+    # (the device returns at most 8 files: pack them up afterwards).
+    pictures = Path(os.environ["OUT"]) if os.environ.get("OUT") else work
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
     config = write_bench_config(dataset, work, args.config)
     started = time.time()
     masks = work / "masks"
@@ -95,28 +114,35 @@ def main() -> None:
                                     str(dataset), "--output", str(masks), "--grid_dim", *args.grid_dim,
                                     *args.masks_extra.split()], log)}
 
-    def train_cmd(protocol: str) -> list[str]:
-        return [py, "-m", "mega_nerf.train_cells", "--config_file", str(config), "--dataset_path", str(dataset),
-                "--exp_name", str(work / protocol / "exp" / "cell"), "--chunk_paths",
-                str(work / protocol / "chunks" / "cell"), "--cluster_mask_path", str(masks), "--val_protocol",
-                protocol, "--train_seconds", str(args.cell_seconds), "--lr_schedule", "time", "--progress_interval", "30", *args.extra.split()]
+    variants = dict(parse_variant(v) for v in args.variant) or {"": ""}
+    # run name -> (protocol, extra train flags)
+    plan = {(f"{v}-{p}" if v else p): (p, f"{args.extra} {flags}") for v, flags in variants.items()
+            for p in args.protocols}
 
-    seconds["training"] = run_all({f"train_{p}": train_cmd(p) for p in args.protocols}, logs)
-    for protocol in args.protocols:
-        seconds[f"merge_{protocol}"] = run_logged(
+    def train_cmd(run: str) -> list[str]:
+        protocol, extra = plan[run]
+        return [py, "-m", "mega_nerf.train_cells", "--config_file", str(config), "--dataset_path", str(dataset),
+                "--exp_name", str(work / run / "exp" / "cell"), "--chunk_paths", str(work / run / "chunks" / "cell"),
+                "--cluster_mask_path", str(masks), "--val_protocol", protocol, "--train_seconds",
+                str(args.cell_seconds), "--lr_schedule", "time", "--progress_interval", "30", *extra.split()]
+
+    seconds["training"] = run_all({f"train_{r}": train_cmd(r) for r in plan}, logs)
+    for run in plan:
+        seconds[f"merge_{run}"] = run_logged(
             [py, "scripts/merge_submodules.py", "--config_file", str(config), "--ckpt_prefix",
-             str(work / protocol / "exp" / "cell-"), "--centroid_path", str(masks / "params.pt"), "--output",
-             str(work / protocol / "container.pt")], log)
-    seconds["eval"] = run_all({f"eval_{p}": [
+             str(work / run / "exp" / "cell-"), "--centroid_path", str(masks / "params.pt"), "--output",
+             str(work / run / "container.pt")], log)
+    seconds["eval"] = run_all({f"eval_{r}": [
         py, "mega_nerf/eval.py", "--config_file", str(config), "--dataset_path", str(dataset), "--exp_name",
-        str(work / p / "eval_exp"), "--container_path", str(work / p / "container.pt"), "--output_path",
-        str(work / p / "eval"), "--val_protocol", p, *args.eval_extra.split()] for p in args.protocols}, logs)
+        str(work / r / "eval_exp"), "--container_path", str(work / r / "container.pt"), "--output_path",
+        str(work / r / "eval"), "--val_protocol", plan[r][0], *args.eval_extra.split()] for r in plan}, logs)
 
     runs = {}
-    for protocol in args.protocols:
-        grid = json.loads((work / protocol / "exp" / "cell" / "cells_summary.json").read_text())
-        metrics = json.loads((work / protocol / "eval" / "metrics.json").read_text())
-        runs[protocol] = {
+    for run, (protocol, extra) in plan.items():
+        grid = json.loads((work / run / "exp" / "cell" / "cells_summary.json").read_text())
+        metrics = json.loads((work / run / "eval" / "metrics.json").read_text())
+        runs[run] = {
+            "protocol": protocol, "extra": extra.strip(),
             "psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
             "lpips": metrics["lpips"]["mean"] if metrics["lpips"].get("count") else None,
             "per_image": [{k: r[k] for k in ("stem", "psnr", "ssim", "width", "height")} for r in metrics["per_image"]],
@@ -127,8 +153,8 @@ def main() -> None:
             "eval_rays_per_second": metrics["rays_per_second"],
             "eval_phase_seconds": metrics.get("main_rank_phase_seconds"),
         }
-        strip = logs / f"{args.name}_{protocol}.jpg"
-        images = sorted((work / protocol / "eval" / "images").glob("*.png"))
+        strip = pictures / f"{args.name}_{run}.jpg"
+        images = sorted((work / run / "eval" / "images").glob("*.png"))
         if images:
             import cv2
             import numpy as np
@@ -136,7 +162,7 @@ def main() -> None:
             tiles = [cv2.imread(str(i)) for i in images]
             width = min(t.shape[1] for t in tiles)
             cv2.imwrite(str(strip), np.concatenate([t[:, :width] for t in tiles], 0), [cv2.IMWRITE_JPEG_QUALITY, 85])
-            runs[protocol]["strip"] = strip.name
+            runs[run]["strip"] = strip.name
     cuda = torch.cuda.is_available()
     result = {
         "name": args.name, "command": " ".join([Path(py).name, *sys.argv]),
@@ -144,15 +170,16 @@ def main() -> None:
         "versions": versions(), "dataset": str(dataset),
         "import": json.loads((dataset / "import.json").read_text()) if (dataset / "import.json").exists() else None,
         "config": yaml.safe_load(config.read_text()), "extra": args.extra, "grid_dim": args.grid_dim,
-        "cell_seconds": args.cell_seconds, "runs_sharing_the_gpu": len(args.protocols),
+        "cell_seconds": args.cell_seconds, "runs_sharing_the_gpu": len(plan),
         "stage_seconds": seconds, "runs": runs, "mega_nerf_reference": MEGA_NERF_REFERENCE,
         "total_seconds": time.time() - started,
     }
     write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
-    print(f"{'protocol':<11}{'PSNR':>7}{'SSIM':>8}{'train wall s':>14}{'iterations per cell':>22}")
-    for protocol, r in runs.items():
+    width = max(len(r) for r in runs) + 2
+    print(f"{'run':<{width}}{'PSNR':>7}{'SSIM':>8}{'train wall s':>14}{'iterations per cell':>22}")
+    for run, r in runs.items():
         its = "/".join(str(c["iterations"]) for c in r["cells"].values())
-        print(f"{protocol:<11}{r['psnr']:>7.2f}{r['ssim']:>8.3f}{r['training_wall_seconds']:>14.0f}{its:>22}")
+        print(f"{run:<{width}}{r['psnr']:>7.2f}{r['ssim']:>8.3f}{r['training_wall_seconds']:>14.0f}{its:>22}")
     print(f"Mega-NeRF (its code, 6 min per cell, 4 cells on one H100): {MEGA_NERF_REFERENCE['psnr']} dB / "
           f"{MEGA_NERF_REFERENCE['ssim']}; stage seconds {json.dumps(seconds)}")
 
