@@ -546,8 +546,12 @@ def pose_agreement(ours: Dict[str, np.ndarray], reference: Dict[str, np.ndarray]
     scale, R, t = umeyama(a[:, :, 3], b[:, :, 3])
     position = np.linalg.norm(scale * a[:, :, 3] @ R.T + t - b[:, :, 3], axis=1)
     relative = np.einsum("nji,njk->nik", b[:, :, :3], R @ a[:, :, :3])  # R_ref^T R R_ours
-    cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
-    rotation = np.degrees(np.arccos(cos))
+    # Angle of each relative rotation from atan2(sin, cos): arccos of the trace alone loses half
+    # the digits near 0 (1e-6 degree noise for identical poses).
+    cos = (np.trace(relative, axis1=1, axis2=2) - 1) / 2
+    axis = np.stack([relative[:, 2, 1] - relative[:, 1, 2], relative[:, 0, 2] - relative[:, 2, 0],
+                     relative[:, 1, 0] - relative[:, 0, 1]], 1)
+    rotation = np.degrees(np.arctan2(np.linalg.norm(axis, axis=1) / 2, cos))
     return {"num_images": len(names), "scale": scale,
             "rotation_deg": {"median": float(np.median(rotation)), "max": float(rotation.max())},
             "position": {"median": float(np.median(position)), "max": float(position.max())},
