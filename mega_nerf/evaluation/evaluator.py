@@ -48,9 +48,20 @@ def load_model(args: argparse.Namespace, device: torch.device):
 WARM_UP_DOWNSCALE = 8
 
 
-def warm_up(model, items, dataset, protocol: str, bounds: SceneBounds, sampling: SamplingConfig, ray_batch: int,
-            device: torch.device, use_amp: bool) -> None:
-    """Render each of ``items`` once at 1/``WARM_UP_DOWNSCALE`` of its size, untimed and discarded.
+def render_view(model, item, dataset, protocol: str, bounds: SceneBounds, sampling: SamplingConfig, ray_batch: int,
+                device: torch.device, use_amp: bool, downscale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rgb, depth) of one validation view, at 1/``downscale`` of ``item``'s size, with its protocol's
+    appearance; the fields in bf16 under ``use_amp`` as in training, compositing in fp32."""
+    w, h = max(1, item.W // downscale), max(1, item.H // downscale)
+    scale = torch.tensor([w / item.W, h / item.H, w / item.W, h / item.H], dtype=item.intrinsics.dtype)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        return render_image(model, w, h, item.intrinsics * scale, item.c2w, appearance_index(dataset, item, protocol),
+                            bounds, sampling, ray_batch, device)
+
+
+def warm_up(model, items, *render_args) -> None:
+    """Render each of ``items`` once at 1/``WARM_UP_DOWNSCALE`` of its size, untimed and discarded
+    (``render_args``: :func:`render_view`'s after ``item``).
 
     The first call of each cell's field compiles kernels (Triton, cuBLAS heuristics) and sizes the
     caching allocator; without this those seconds land on the first images and the reported
@@ -58,11 +69,7 @@ def warm_up(model, items, dataset, protocol: str, bounds: SceneBounds, sampling:
     cameras, so every cell they see is warmed).
     """
     for item in items:
-        w, h = max(1, item.W // WARM_UP_DOWNSCALE), max(1, item.H // WARM_UP_DOWNSCALE)
-        scale = torch.tensor([w / item.W, h / item.H, w / item.W, h / item.H], dtype=item.intrinsics.dtype)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            render_image(model, w, h, item.intrinsics * scale, item.c2w, appearance_index(dataset, item, protocol),
-                         bounds, sampling, ray_batch, device)
+        render_view(model, item, *render_args, downscale=WARM_UP_DOWNSCALE)
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -94,20 +101,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     sampling = SamplingConfig.from_args(args)
     items = dataset.val[: args.max_val_images] if args.max_val_images else dataset.val
     lpips = LpipsMetric(device=device)
-    use_amp = args.amp and device.type == "cuda"  # the fields run in bf16 as in training; compositing in fp32
+    render_args = (dataset, args.val_protocol, bounds, sampling, args.image_pixel_batch_size, device,
+                   args.amp and device.type == "cuda")
     results = []
     phase_done("setup")
-    mine = [items[i].scaled(args.val_scale_factor) for i in range(info.rank, len(items), info.world_size)]
-    warm_up(model, mine, dataset, args.val_protocol, bounds, sampling, args.image_pixel_batch_size, device, use_amp)
+    mine = {i: items[i].scaled(args.val_scale_factor) for i in range(info.rank, len(items), info.world_size)}
+    warm_up(model, mine.values(), *render_args)
     phase_done("warm_up")
-    for index in tqdm(range(info.rank, len(items), info.world_size), desc=f"eval[rank {info.rank}]",
-                      disable=not info.is_main, file=sys.stdout):
-        item = mine[index // info.world_size]
+    for index, item in tqdm(mine.items(), desc=f"eval[rank {info.rank}]", disable=not info.is_main, file=sys.stdout):
         started = time.time()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            rgb, depth = render_image(model, item.W, item.H, item.intrinsics, item.c2w,
-                                      appearance_index(dataset, item, args.val_protocol), bounds, sampling,
-                                      args.image_pixel_batch_size, device)
+        rgb, depth = render_view(model, item, *render_args)
         seconds = time.time() - started
         phase_done("render")
         gt = item.load_image().float() / 255
