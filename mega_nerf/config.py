@@ -51,6 +51,10 @@ def add_scene_options(p: configargparse.ArgumentParser) -> None:
                    help="cells are expanded by this ratio of distances (Voronoi margin)")
     g.add_argument("--ellipse_scale_factor", type=float, default=1.1,
                    help="foreground ellipsoid scale beyond the camera bounds")
+    g.add_argument("--ellipse_footprint", default=False, action="store_true",
+                   help="fit the foreground ellipsoid around the ground the images see as well as around the "
+                        "cameras, so rays to the ground at image edges stay in the foreground instead of going "
+                        "to the background model (prepare_dataset.py turns it on for aerial captures)")
     g.add_argument("--no_ellipse_bounds", dest="ellipse_bounds", default=True, action="store_false",
                    help="use a unit sphere at the origin instead of the fitted ellipsoid")
     g.add_argument("--cluster_2d", default=False, action="store_true",

@@ -190,3 +190,41 @@ def test_rays_keep_float32_precision_under_autocast():
     assert under_amp.dtype == torch.float32
     # bf16 would be ~4e-3 off; a tenth of a pixel at f = 1111 is 9e-5.
     assert float((under_amp - reference).abs().max()) < 1e-6
+
+
+def test_footprint_keeps_every_ground_ray_in_the_foreground():
+    """Mega-NeRF's ellipsoid around the cameras of a small flight sends image edges to the
+    background model; with the ground footprint every ray reaches the ground inside it."""
+    from types import SimpleNamespace
+
+    from mega_nerf.geometry.bounds import ground_footprint
+
+    W_, H_ = 64, 48
+    intr = torch.tensor([40.0, 40.0, 32.0, 24.0])  # ~77 degrees across
+    items = [SimpleNamespace(W=W_, H=H_, intrinsics=intr, c2w=nadir_c2w(y, z))
+             for y in (-0.2, 0.0, 0.2) for z in (-0.1, 0.1)]
+    cams = torch.stack([m.c2w[:, 3] for m in items])
+    altitude_range = [-20.0, 40.0]  # normalised [-0.2, 0.4] at scale 100
+    footprint = ground_footprint(items, 0.4)
+    assert footprint.shape == (24, 3)
+    assert torch.allclose(footprint[:, 0], torch.full((24,), 0.4))
+    # a nadir camera 0.9 above the ground at this focal length sees +-0.72 across its width
+    assert footprint[:, 1].max().item() == pytest.approx(0.2 + 0.9 * 32 / 40, rel=1e-5)
+
+    def rays_leaving_early(bounds):
+        center, radius = bounds.ellipsoid()
+        leaving = 0
+        for m in items:
+            o, d = image_rays(W_, H_, m.intrinsics, m.c2w)
+            n = torch.zeros(len(o))
+            _, far = truncate_with_altitude_planes(o, d, n, torch.full_like(n, UNBOUNDED_FAR), bounds.altitude_range)
+            leaving += int((ellipsoid_exit(o, d, center, radius) < far - 1e-5).sum())
+        return leaving
+
+    plain = compute_scene_bounds(cams, torch.zeros(3), 100.0, altitude_range)
+    assert rays_leaving_early(plain) > 0.1 * W_ * H_ * len(items)
+    covered = compute_scene_bounds(cams, torch.zeros(3), 100.0, altitude_range, footprint=footprint)
+    assert rays_leaving_early(covered) == 0
+    # an oblique corner ray past the tilt limit does not stretch the ellipsoid to the horizon
+    tilted = SimpleNamespace(W=W_, H=H_, intrinsics=torch.tensor([5.0, 5.0, 32.0, 24.0]), c2w=items[0].c2w)
+    assert ground_footprint([tilted], 0.4).shape == (0, 3)

@@ -34,11 +34,9 @@ COMMON_KEYS = ("model_type", "appearance_dim", "bg_nerf", "layer_dim", "bg_layer
 
 def model_config_from_args(args: argparse.Namespace, bounds: SceneBounds, appearance_count: int) -> dict:
     """The options that define a submodule, as a plain dict (only the chosen backend's sizes)."""
-    center = torch.tensor(bounds.center)
-    radius = torch.tensor(bounds.radius)
     cfg = {key: getattr(args, key) for key in COMMON_KEYS + BACKEND_KEYS[args.model_type]}
     cfg["appearance_count"] = appearance_count
-    cfg["aabb"] = torch.stack([center - radius, center + radius]).tolist()
+    cfg["aabb"] = bounds.fields_box().tolist()
     cfg["white_background"] = bool(getattr(args, "white_background", False))
     return cfg
 

@@ -9,6 +9,7 @@ altitude is -x, so the altitude range is ``[top, ground]`` with ``top < ground``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -34,6 +35,15 @@ class SceneBounds:
     radius: list  # ellipsoid semi-axes (or box half-extents) (3,)
     center_pixels: bool = True
     box: bool = False  # True: the foreground is the box center +- radius (``--foreground_bounds``)
+    #: [[lo], [hi]] normalised box the fields span, or None for the ellipsoid's (or box's) box.
+    field_box: Optional[list] = None
+
+    def fields_box(self) -> torch.Tensor:
+        """(2, 3) [lo, hi] of the box the radiance fields and occupancy grids cover."""
+        if self.field_box is not None:
+            return torch.tensor(self.field_box, dtype=torch.float32)
+        center, radius = self.ellipsoid()
+        return torch.stack([center - radius, center + radius])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +66,8 @@ def normalized_altitude_range(ray_altitude_range, origin_drb: torch.Tensor, scal
 def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tensor, pose_scale_factor: float,
                          ray_altitude_range=None, near: float = 1.0, far: Optional[float] = None,
                          ellipse_bounds: bool = True, ellipse_scale_factor: float = 1.1,
-                         center_pixels: bool = True, foreground_bounds=None) -> SceneBounds:
+                         center_pixels: bool = True, foreground_bounds=None,
+                         footprint: Optional[torch.Tensor] = None) -> SceneBounds:
     """Mega-NeRF's foreground ellipsoid around the cameras and the altitude slab, or a box.
 
     Args:
@@ -64,8 +75,11 @@ def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tenso
         ray_altitude_range: metric DRB x ``[top, ground]`` or None.
         foreground_bounds: metric DRB ``[xmin, ymin, zmin, xmax, ymax, zmax]`` or None: the
             foreground is this box (it wins over ``ellipse_bounds``).
+        footprint: (M, 3) normalised points the ellipsoid must also hold, e.g. where the images'
+            corner rays meet the ground (:func:`ground_footprint`), or None.
     """
     alt = normalized_altitude_range(ray_altitude_range, origin_drb, pose_scale_factor)
+    field_box = None
     if foreground_bounds is not None:
         lo, hi = torch.tensor([float(v) for v in foreground_bounds], dtype=torch.float64).reshape(2, 3)
         lo = (lo - origin_drb.double()) / pose_scale_factor
@@ -89,17 +103,64 @@ def compute_scene_bounds(camera_positions: torch.Tensor, origin_drb: torch.Tenso
         used = torch.cat(used)
         s = ((used - center) / radius).norm(dim=-1).max()
         radius = radius * s * ellipse_scale_factor
+        if footprint is not None and len(footprint):
+            # Widen the horizontal semi-axes only, just enough that each footprint point sits as
+            # deep inside as the cameras do: the altitude axis already spans top to ground.
+            u = (footprint.float() - center) / radius
+            room = (1 / ellipse_scale_factor ** 2 - u[:, 0] ** 2).clamp_min(1e-3)
+            grow = ((u[:, 1] ** 2 + u[:, 2] ** 2) / room).sqrt().max().clamp_min(1.0)
+            radius = torch.cat([radius[:1], radius[1:] * grow])
+            if alt is not None:
+                # Downward rays sample only between the altitude planes, and over the ground the
+                # cameras see: the fields spend their resolution there, not on the whole
+                # ellipsoid's box (four times taller than the slab on a low flight).
+                seen = torch.cat([camera_positions, footprint.float()])
+                lo, hi = seen.min(0).values, seen.max(0).values
+                pad = 0.02 * (hi - lo)
+                lo, hi = torch.maximum(lo - pad, center - radius), torch.minimum(hi + pad, center + radius)
+                lo[0], hi[0] = alt[0], alt[1]
+                field_box = torch.stack([lo, hi]).tolist()
     else:
         center, radius = torch.zeros(3), torch.ones(3)
     return SceneBounds(
         origin_drb=[float(v) for v in origin_drb], pose_scale_factor=float(pose_scale_factor),
         near=near / pose_scale_factor, far=None if far is None else far / pose_scale_factor,
         altitude_range=alt, center=[float(v) for v in center], radius=[float(v) for v in radius],
-        center_pixels=center_pixels, box=foreground_bounds is not None)
+        center_pixels=center_pixels, box=foreground_bounds is not None, field_box=field_box)
 
 
 ALTITUDE_RANGE_MISSING = ("ray_altitude_range is not set: add 'ray_altitude_range: [top, ground]' (metric DRB x, "
                           "top < ground) to the config; the synthetic scene's config.yaml has one")
+
+
+def ground_footprint(items, ground: float, max_tilt_degrees: float = 60.0) -> torch.Tensor:
+    """Where each image's four corner rays meet the ground plane.
+
+    An ellipsoid around the cameras alone (Mega-NeRF's) leaves the outer part of every image's
+    ground outside the foreground on a small flight (a quarter of brighton's rays), so the
+    background model has to paint real ground there.  The ellipsoid holding these points holds
+    every ray from a camera down to the ground it sees (the footprint is convex), so ground rays
+    stay in the foreground.  Corner rays more than ``max_tilt_degrees`` from straight down
+    (oblique views reaching for the horizon) are left to the background model.
+
+    Args:
+        items: images with ``W``, ``H``, ``intrinsics`` (4,) and normalised ``c2w`` (3, 4).
+        ground: normalised DRB x of the ground plane.
+    Returns:
+        (M, 3) normalised points, M <= 4 * len(items).
+    """
+    from mega_nerf.geometry.rays import camera_directions, world_rays
+
+    points = []
+    cos_limit = math.cos(math.radians(max_tilt_degrees))
+    for item in items:
+        i = torch.tensor([0.0, item.W, 0.0, item.W])
+        j = torch.tensor([0.0, 0.0, item.H, item.H])
+        rays_o, rays_d = world_rays(item.c2w, camera_directions(i, j, item.intrinsics, center_pixels=False))
+        keep = (rays_d[:, 0] >= cos_limit) & (rays_o[:, 0] < ground)
+        t = (ground - rays_o[keep, 0]) / rays_d[keep, 0]
+        points.append(rays_o[keep] + rays_d[keep] * t[:, None])
+    return torch.cat(points) if points else torch.zeros(0, 3)
 
 
 def scene_bounds_from_args(dataset, args, require_altitude_range: bool) -> SceneBounds:
@@ -114,9 +175,13 @@ def scene_bounds_from_args(dataset, args, require_altitude_range: bool) -> Scene
     foreground = getattr(args, "foreground_bounds", None)
     if require_altitude_range and args.ray_altitude_range is None and foreground is None:
         raise UserError(ALTITUDE_RANGE_MISSING)
+    footprint = None
+    if getattr(args, "ellipse_footprint", False) and args.ray_altitude_range is not None:
+        ground = normalized_altitude_range(args.ray_altitude_range, dataset.origin_drb, dataset.pose_scale_factor)[1]
+        footprint = ground_footprint(dataset.items, ground)
     return compute_scene_bounds(dataset.camera_positions, dataset.origin_drb, dataset.pose_scale_factor,
                                 args.ray_altitude_range, args.near, args.far, args.ellipse_bounds,
-                                args.ellipse_scale_factor, args.center_pixels, foreground)
+                                args.ellipse_scale_factor, args.center_pixels, foreground, footprint)
 
 
 def truncate_with_altitude_planes(rays_o: torch.Tensor, rays_d: torch.Tensor, near: torch.Tensor,

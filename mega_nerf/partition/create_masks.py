@@ -68,6 +68,8 @@ def _plan(args: argparse.Namespace) -> dict:
     if bounds.box:  # object-centric scene: rays count only inside the foreground box
         plan["foreground_bounds"] = list(args.foreground_bounds)
         plan["foreground_box"] = torch.tensor([bounds.center, bounds.radius])
+    elif bounds.field_box is not None:  # --ellipse_footprint: training must use the same ellipsoid
+        plan["foreground_ellipsoid"] = torch.tensor([bounds.center, bounds.radius])
     return dataset, plan
 
 

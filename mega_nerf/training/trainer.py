@@ -122,8 +122,12 @@ def check_params_match(params: dict, bounds: SceneBounds, where: Path) -> None:
     same &= (box is not None) == bounds.box
     if box is not None and bounds.box:
         same &= torch.allclose(box.float(), torch.tensor([bounds.center, bounds.radius]), atol=1e-6)
-    require(same, f"{where}: masks were made with another dataset frame or near/altitude/foreground_bounds "
-                  f"settings; use the same config for create_cluster_masks.py and train.py")
+    ellipsoid = params.get("foreground_ellipsoid")
+    same &= (ellipsoid is not None) == (bounds.field_box is not None and not bounds.box)
+    if ellipsoid is not None and bounds.field_box is not None:
+        same &= torch.allclose(ellipsoid.float(), torch.tensor([bounds.center, bounds.radius]), atol=1e-6)
+    require(same, f"{where}: masks were made with another dataset frame or near/altitude/foreground_bounds/"
+                  f"ellipse_footprint settings; use the same config for create_cluster_masks.py and train.py")
 
 
 class Trainer:

@@ -239,7 +239,11 @@ def config_yaml(plan: ScenePlan, origin_drb: np.ndarray, pose_scale_factor: floa
                          "(bg_nerf, on by default); far unset (auto).")
     else:
         body["val_scale_factor"] = val_scale_factor
+        body["ellipse_footprint"] = True
         lines += [f"# near: half the distance from a camera to the nearest content ({_fmt(plan.near)}); rays "
                   f"going down start at the top plane anyway.",
-                  "# far: unset (auto): rays end at the ground plane; others go to the background model."]
+                  "# far: unset (auto): rays end at the ground plane; others go to the background model.",
+                  "# ellipse_footprint: the foreground ellipsoid holds the ground every image sees, not only the "
+                  "cameras,",
+                  "# so image edges are foreground (Mega-NeRF's ellipsoid leaves them to the background model)."]
     return "\n".join(lines) + "\n" + yaml.safe_dump(body, default_flow_style=None, sort_keys=False)
