@@ -130,3 +130,52 @@ def test_container_point_is_occupied_if_any_answering_cell_says_so():
     c.occupancy_grids[0].occupied.zero_()  # cell 0 says its space is empty, cell 1 keeps everything
     deep0, deep1, band = torch.tensor([[0.0, -0.9, 0.0]]), torch.tensor([[0.0, 0.9, 0.0]]), torch.tensor([[0.0, 0.01, 0.0]])
     assert not bool(c.occupied(deep0)) and bool(c.occupied(deep1)) and bool(c.occupied(band))
+
+
+def _random_grid_container(cells: int):
+    from mega_nerf.container.container import Container
+    from mega_nerf.geometry.bounds import SceneBounds
+
+    torch.manual_seed(0)
+    cfg = {"model_type": "grid", "appearance_dim": 0, "appearance_count": 1, "bg_nerf": False, "layer_dim": 8,
+           "bg_layer_dim": 8, "geo_feat_dim": 15, "pos_dir_dim": 0, "aabb": BOX.tolist(), "grid_resolution": 8,
+           "grid_color": "mlp", "occupancy_resolution": 8}
+    bounds = SceneBounds([0, 0, 0], 1.0, 0.0, None, None, [0, 0, 0], [1, 1, 1], box=True)
+    centroids = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0]])[:cells]
+    c = Container(cfg, bounds, centroids, list(range(cells)), 1.15, False)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.normal_(0, 1)
+        for g in c.occupancy_grids:
+            g.occupied.copy_(torch.rand(g.occupied.shape) > 0.5)
+    return c, bounds
+
+
+def test_rendering_evaluates_only_occupied_samples_and_matches_the_padded_batch():
+    """Without gradients the renderer evaluates the valid samples only (packed); with them it
+    keeps the fixed padded shape.  Both must give the same pixels, for a student (one cell, no
+    routing) and a container."""
+    from mega_nerf.render.renderer import SamplingConfig, render_rays
+
+    for cells in (1, 2):
+        model, bounds = _random_grid_container(cells)
+        n = 300
+        rays_o = torch.tensor([[-3.0, 0.0, 0.0]]).repeat(n, 1) + 0.2 * torch.randn(n, 3)
+        rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]) + 0.3 * torch.randn(n, 3), dim=-1)
+        appearance = torch.zeros(n, dtype=torch.long)
+        sampling = SamplingConfig(8, 8, 0, 64)
+        calls = []
+        original = model.foreground
+
+        def counting(x, d, a):
+            calls.append(len(x))
+            return original(x, d, a)
+
+        model.foreground = counting
+        padded = render_rays(model, rays_o, rays_d, appearance, bounds, sampling, train=False)
+        with torch.no_grad():
+            packed = render_rays(model, rays_o, rays_d, appearance, bounds, sampling, train=False)
+        assert calls[0] == n * 17 and calls[1] < 0.8 * calls[0]
+        assert float(padded["transmittance_fg"].detach().min()) < 0.5  # the fields are not empty
+        for key in ("rgb", "depth", "transmittance_fg"):
+            assert torch.allclose(padded[key], packed[key], atol=1e-5), (cells, key)

@@ -67,6 +67,8 @@ class Container(nn.Module):
 
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N,) bool: occupied in the grid of any cell that answers for the point."""
+        if len(self.cell_ids) == 1:
+            return self.occupancy_grids[0].occupied_at(x)
         weights = routing_weights(x, self.centroids, self.boundary_margin, self.cluster_2d)
         result = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for k, grid in enumerate(self.occupancy_grids):
@@ -75,6 +77,9 @@ class Container(nn.Module):
 
     def _blend(self, points: torch.Tensor, evaluate) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Evaluate ``evaluate(k, index)`` on each cell's share of points and blend the outputs."""
+        if len(self.cell_ids) == 1:  # a distilled student: no routing, no gather or scatter
+            s_0, c_0 = evaluate(0, slice(None))
+            return s_0.float(), None if c_0 is None else c_0.float()
         weights = routing_weights(points, self.centroids, self.boundary_margin, self.cluster_2d)
         sigma = torch.zeros(points.shape[0], device=points.device)
         rgb = None

@@ -85,16 +85,37 @@ def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg,
     """Samples in occupied cells only, plus one at the end of the foreground segment that is
     opaque for rays that stop at the ground (Mega-NeRF's last-sample rule)."""
     n = rays_o.shape[0]
-    z, deltas, _ = occupied_samples(rays_o, rays_d, near, fg_far, model.occupied, sampling.occupancy_candidates,
-                                    sampling.coarse_samples + sampling.fine_samples, train)
+    z, deltas, valid = occupied_samples(rays_o, rays_d, near, fg_far, model.occupied, sampling.occupancy_candidates,
+                                        sampling.coarse_samples + sampling.fine_samples, train)
     end_delta = torch.where(has_bg, torch.zeros_like(fg_far), torch.full_like(fg_far, OPAQUE_DELTA))
     z = torch.cat([z, fg_far[:, None]], -1)
     deltas = torch.cat([deltas, end_delta[:, None]], -1)
     samples = z.shape[1]
     points = rays_o[:, None] + rays_d[:, None] * z[..., None]
-    sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
-                                  _repeat_rows(appearance, samples))
+    if train or torch.is_grad_enabled():  # fixed shapes for compiled steps; padding has zero length
+        sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
+                                      _repeat_rows(appearance, samples))
+    else:  # rendering without gradients: only the samples in occupied space are evaluated
+        sigma, rgb = _evaluate_valid(model, points, rays_d, appearance,
+                                     torch.cat([valid, torch.ones_like(valid[:, :1])], -1))
     return composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
+
+
+def _evaluate_valid(model, points: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
+                    valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The foreground at the valid samples only, zero density (and colour) elsewhere.
+
+    Args:
+        points: (N, S, 3); rays_d: (N, 3); appearance: (N,); valid: (N, S) bool.
+    Returns:
+        sigma (N * S,), rgb (N * S, 3).
+    """
+    ray, sample = torch.nonzero(valid, as_tuple=True)
+    sigma_v, rgb_v = model.foreground(points[ray, sample], rays_d[ray], appearance[ray])
+    flat = ray * valid.shape[1] + sample
+    sigma = torch.zeros(valid.numel(), device=points.device, dtype=sigma_v.dtype).index_copy(0, flat, sigma_v)
+    rgb = torch.zeros(valid.numel(), 3, device=points.device, dtype=rgb_v.dtype).index_copy(0, flat, rgb_v)
+    return sigma, rgb
 
 
 def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train):
