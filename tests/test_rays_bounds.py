@@ -225,6 +225,32 @@ def test_footprint_keeps_every_ground_ray_in_the_foreground():
     assert rays_leaving_early(plain) > 0.1 * W_ * H_ * len(items)
     covered = compute_scene_bounds(cams, torch.zeros(3), 100.0, altitude_range, footprint=footprint)
     assert rays_leaving_early(covered) == 0
+    # the fields span the altitude slab over the seen ground, not the ellipsoid's whole box
+    lo, hi = covered.fields_box()
+    assert lo[0].item() == pytest.approx(-0.2) and hi[0].item() == pytest.approx(0.4)
+    assert bool((footprint[:, 1:] >= lo[1:]).all() and (footprint[:, 1:] <= hi[1:]).all())
+    assert plain.field_box is None and bool((hi - lo)[0] < 0.5 * 2 * covered.radius[0])
     # an oblique corner ray past the tilt limit does not stretch the ellipsoid to the horizon
     tilted = SimpleNamespace(W=W_, H=H_, intrinsics=torch.tensor([5.0, 5.0, 32.0, 24.0]), c2w=items[0].c2w)
     assert ground_footprint([tilted], 0.4).shape == (0, 3)
+
+
+def test_training_refuses_masks_made_with_another_footprint_setting(tmp_path):
+    """Masks split rays with the ellipsoid; training with ``--ellipse_footprint`` (another
+    ellipsoid) on masks made without it, or the other way round, is refused in one line."""
+    from mega_nerf.errors import UserError
+    from mega_nerf.training.trainer import check_params_match
+
+    cams = torch.tensor([[-0.5, y, z] for y in (-0.2, 0.2) for z in (-0.1, 0.1)])
+    footprint = torch.tensor([[0.4, y, z] for y in (-0.8, 0.8) for z in (-0.6, 0.6)])
+    plain = compute_scene_bounds(cams, torch.zeros(3), 100.0, [-20.0, 40.0])
+    wide = compute_scene_bounds(cams, torch.zeros(3), 100.0, [-20.0, 40.0], footprint=footprint)
+    assert wide.field_box is not None and wide.radius[1] > plain.radius[1]
+    common = {"pose_scale_factor": 100.0, "origin_drb": torch.zeros(3), "ray_altitude_range": plain.altitude_range,
+              "near": plain.near}
+    with_ellipsoid = {**common, "foreground_ellipsoid": torch.tensor([wide.center, wide.radius])}
+    check_params_match(common, plain, tmp_path)
+    check_params_match(with_ellipsoid, wide, tmp_path)
+    for params, bounds in ((common, wide), (with_ellipsoid, plain)):
+        with pytest.raises(UserError, match="ellipse_footprint"):
+            check_params_match(params, bounds, tmp_path)

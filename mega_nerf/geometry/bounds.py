@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from mega_nerf.errors import UserError
+from mega_nerf.geometry.rays import camera_directions, world_rays
 
 #: Far distance for rays that are not bounded by the ground plane (Mega-NeRF uses 1e5 with a
 #: background model).
@@ -149,8 +150,6 @@ def ground_footprint(items, ground: float, max_tilt_degrees: float = 60.0) -> to
     Returns:
         (M, 3) normalised points, M <= 4 * len(items).
     """
-    from mega_nerf.geometry.rays import camera_directions, world_rays
-
     points = []
     cos_limit = math.cos(math.radians(max_tilt_degrees))
     for item in items:
