@@ -226,7 +226,7 @@ def test_footprint_keeps_every_ground_ray_in_the_foreground():
     covered = compute_scene_bounds(cams, torch.zeros(3), 100.0, altitude_range, footprint=footprint)
     assert rays_leaving_early(covered) == 0
     # the fields span the altitude slab over the seen ground, not the ellipsoid's whole box
-    lo, hi = covered.fields_box()
+    lo, hi = covered.fields_aabb()
     assert lo[0].item() == pytest.approx(-0.2) and hi[0].item() == pytest.approx(0.4)
     assert bool((footprint[:, 1:] >= lo[1:]).all() and (footprint[:, 1:] <= hi[1:]).all())
     assert plain.field_box is None and bool((hi - lo)[0] < 0.5 * 2 * covered.radius[0])

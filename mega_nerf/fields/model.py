@@ -36,7 +36,7 @@ def model_config_from_args(args: argparse.Namespace, bounds: SceneBounds, appear
     """The options that define a submodule, as a plain dict (only the chosen backend's sizes)."""
     cfg = {key: getattr(args, key) for key in COMMON_KEYS + BACKEND_KEYS[args.model_type]}
     cfg["appearance_count"] = appearance_count
-    cfg["aabb"] = bounds.fields_box().tolist()
+    cfg["aabb"] = bounds.fields_aabb().tolist()
     cfg["white_background"] = bool(getattr(args, "white_background", False))
     return cfg
 

@@ -39,7 +39,7 @@ class SceneBounds:
     #: [[lo], [hi]] normalised box the fields span, or None for the ellipsoid's (or box's) box.
     field_box: Optional[list] = None
 
-    def fields_box(self) -> torch.Tensor:
+    def fields_aabb(self) -> torch.Tensor:
         """(2, 3) [lo, hi] of the box the radiance fields and occupancy grids cover."""
         if self.field_box is not None:
             return torch.tensor(self.field_box, dtype=torch.float32)
@@ -157,8 +157,10 @@ def ground_footprint(items, ground: float, max_tilt_degrees: float = 60.0) -> to
         j = torch.tensor([0.0, 0.0, item.H, item.H])
         rays_o, rays_d = world_rays(item.c2w, camera_directions(i, j, item.intrinsics, center_pixels=False))
         keep = (rays_d[:, 0] >= cos_limit) & (rays_o[:, 0] < ground)
-        t = (ground - rays_o[keep, 0]) / rays_d[keep, 0]
-        points.append(rays_o[keep] + rays_d[keep] * t[:, None])
+        start = torch.zeros(len(rays_o))
+        _, t_ground = truncate_with_altitude_planes(rays_o, rays_d, start, torch.full_like(start, UNBOUNDED_FAR),
+                                                    [float(rays_o[:, 0].min()), ground])
+        points.append((rays_o + rays_d * t_ground[:, None])[keep])
     return torch.cat(points) if points else torch.zeros(0, 3)
 
 

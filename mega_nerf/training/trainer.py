@@ -123,7 +123,7 @@ def check_params_match(params: dict, bounds: SceneBounds, where: Path) -> None:
     if box is not None and bounds.box:
         same &= torch.allclose(box.float(), torch.tensor([bounds.center, bounds.radius]), atol=1e-6)
     ellipsoid = params.get("foreground_ellipsoid")
-    same &= (ellipsoid is not None) == (bounds.field_box is not None and not bounds.box)
+    same &= (ellipsoid is not None) == (bounds.field_box is not None)
     if ellipsoid is not None and bounds.field_box is not None:
         same &= torch.allclose(ellipsoid.float(), torch.tensor([bounds.center, bounds.radius]), atol=1e-6)
     require(same, f"{where}: masks were made with another dataset frame or near/altitude/foreground_bounds/"
