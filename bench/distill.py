@@ -78,6 +78,15 @@ def evaluate(py: str, config: Path, data: Path, model: Path, out: Path, extra: s
     return json.loads((out / "metrics.json").read_text())
 
 
+def parse_student(spec: str) -> tuple[str, str, str]:
+    """``KIND`` or ``NAME=KIND:FLAGS`` of ``--students`` -> (NAME, KIND, FLAGS)."""
+    if "=" not in spec.split(":")[0]:
+        return spec, spec, ""
+    name, rest = spec.split("=", 1)
+    kind, _, flags = rest.partition(":")
+    return name, kind, flags
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="distill")
@@ -89,7 +98,9 @@ def main() -> None:
     p.add_argument("--grid_dim", nargs=2, default=["2", "2"])
     p.add_argument("--train_iterations", type=int, default=2000)
     p.add_argument("--train_extra", default="", help="extra train.py flags")
-    p.add_argument("--students", nargs="+", default=["hash", "vm", "grid", "mlp"])
+    p.add_argument("--students", nargs="+", default=["hash", "vm", "grid", "mlp"],
+                   help="student backends; NAME=KIND:FLAGS adds a named run of KIND with extra distill.py flags, "
+                        "e.g. 'hash_v003=hash:--visibility_threshold 0.003'")
     p.add_argument("--distill_seconds", type=float, default=None, help="time budget per student")
     p.add_argument("--distill_steps", type=int, default=3000, help="step budget per student (without seconds)")
     p.add_argument("--distill_extra", default="", help="extra distill.py flags (student sizes, batch, ...)")
@@ -114,19 +125,22 @@ def main() -> None:
                        "parameters": None, "distill_seconds": None}
     budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
               else ["--distill_steps", str(args.distill_steps)])
-    for kind in args.students:
-        student = work / f"student-{kind}.pt"
+    for spec in args.students:
+        name, kind, flags = parse_student(spec)
+        student = work / f"student-{name}.pt"
         seconds = run_logged([py, "scripts/distill.py", "--config_file", str(config), "--container_path",
                               str(container), "--dataset_path", str(data), "--model_type", kind, "--output",
-                              str(student), "--overwrite", "--quiet", *budget, *args.distill_extra.split()], log)
+                              str(student), "--overwrite", "--quiet", *budget, *args.distill_extra.split(),
+                              *flags.split()], log)
         info = json.loads(student.with_name(student.name + ".json").read_text())
-        metrics = evaluate(py, config, data, student, work / f"eval-{kind}", args.eval_extra, log)
+        metrics = evaluate(py, config, data, student, work / f"eval-{name}", args.eval_extra, log)
         rows["teacher"]["parameters"] = info["teacher_parameters"]
-        rows[kind] = {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
+        rows[name] = {"kind": kind, "flags": flags,"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
                       "rays_per_second": metrics["rays_per_second"], "parameters": info["student_parameters"],
                       "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
                       "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
-                      "occupied_fraction": info["occupied_fraction"]}
+                      "occupied_fraction": info["occupied_fraction"],
+                      "occupied_with_density": info.get("occupied_with_density")}
     teacher = rows["teacher"]
     verdict = None
     if "hash" in rows:
@@ -143,11 +157,11 @@ def main() -> None:
               "budget": budget, "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
               "models": rows, "target": TARGET, "hash_vs_target": verdict}
     write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
-    print(f"{'model':<9}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'distil s':>10}")
+    print(f"{'model':<12}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'distil s':>10}")
     for name, r in rows.items():
         vs = f"{r['vs_teacher_psnr']:.2f}" if r.get("vs_teacher_psnr") is not None else "-"
         ds = f"{r['distill_seconds']:.1f}" if r.get("distill_seconds") is not None else "-"
-        print(f"{name:<9}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
+        print(f"{name:<12}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
               f"{r['rays_per_second']:>11.0f}{ds:>10}")
     if verdict is not None:
         print(f"hash vs container: {verdict['psnr_drop_db']:+.2f} dB drop, {verdict['parameter_ratio']:.3f}x parameters, "

@@ -116,6 +116,9 @@ def add_render_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--occupancy_update_interval", type=int, default=16, help="grid refresh every N steps")
     g.add_argument("--occupancy_alpha_threshold", type=float, default=0.01,
                    help="a cell is empty when a candidate step through it is more transparent than this")
+    g.add_argument("--min_transmittance", type=float, default=1e-3,
+                   help="rendering without gradients through an occupancy grid stops evaluating a ray once less "
+                        "light than this is left for it (0: evaluate every sample)")
     g.add_argument("--model_chunk_size", type=int, default=256 * 1024, help="points per field call")
     g.add_argument("--image_pixel_batch_size", type=int, default=16 * 1024, help="rays per render call")
 
@@ -277,6 +280,8 @@ def validate_common(args: argparse.Namespace) -> None:
     for name in ("batch_size", "train_iterations", "ckpt_interval", "num_chunks", "coarse_samples"):
         if getattr(args, name, None) is not None:
             require(getattr(args, name) >= 1, f"--{name} must be >= 1, got {getattr(args, name)}")
+    if getattr(args, "min_transmittance", None) is not None:
+        require(0 <= args.min_transmittance < 1, f"--min_transmittance must be in [0, 1), got {args.min_transmittance:g}")
     bounds = getattr(args, "foreground_bounds", None)
     if bounds is not None:
         require(all(lo < hi for lo, hi in zip(bounds[:3], bounds[3:])),

@@ -38,6 +38,7 @@ from mega_nerf.distillation.student import (
     build_student,
     init_from_teacher,
     student_config,
+    visibility_prune,
 )
 from mega_nerf.errors import UserError
 from mega_nerf.evaluation.metrics import psnr
@@ -160,6 +161,48 @@ def test_teacher_occupancy_covers_the_surfaces_and_not_the_air(scene):
     assert bool(grid.occupied_at(ground).all()) and bool(grid.occupied_at(roof).all())
     assert not bool(grid.occupied_at(air).any())
     assert 0.05 < grid.occupied_fraction() < 0.7
+
+
+class _WithGrid(torch.nn.Module):
+    """A model rendered through a given occupancy grid."""
+
+    has_background = False
+    white_background = False
+    has_occupancy = True
+
+    def __init__(self, model, grid):
+        super().__init__()
+        self.model, self.grid = model, grid
+
+    def occupied(self, x):
+        return self.grid.occupied_at(x)
+
+    def density(self, x):
+        return self.model.density(x)
+
+    def foreground(self, x, d, a):
+        return self.model.foreground(x, d, a)
+
+
+def test_visibility_pruning_drops_the_matter_no_view_sees_and_keeps_the_pixels(scene):
+    teacher, dataset = scene["teacher"], scene["dataset"]
+    aabb = torch.tensor(teacher.model_configs[0]["aabb"])
+    grid = teacher_occupancy(teacher, aabb, 16, density_threshold(aabb, 64, 0.01))
+    before = grid.occupied.clone()
+    sampling = SamplingConfig(24, 24, 0, 96)
+    model = _WithGrid(teacher, grid)
+    item = dataset.train[4]
+    args = (item.W, item.H, item.intrinsics, item.c2w, item.image_index, teacher.bounds, sampling, 4096,
+            torch.device("cpu"))
+    image = render_image(model, *args)[0]
+    fraction = visibility_prune(grid, model, training_views(dataset.train), teacher.bounds, sampling, 512, 0.01,
+                                torch.device("cpu"))
+    assert not bool((grid.occupied & ~before).any())  # never grows
+    assert fraction < 0.6 * before.float().mean()
+    deep = torch.tensor([[GROUND + 0.4, 0.0, 0.0], [GROUND + 0.4, 0.3, -0.2]])  # inside the ground
+    surface = torch.tensor([[GROUND + 0.02, -0.3, 0.1], [ROOF + 0.02, 0.15, 0.0]])  # ground and roof tops
+    assert not bool(grid.occupied_at(deep).any()) and bool(grid.occupied_at(surface).all())
+    assert psnr(render_image(model, *args)[0], image) > 35  # what the views see is unchanged
 
 
 def small_distiller(scene, model_type: str, steps: int, stages=(0.0, 0.0)) -> tuple[Distiller, dict]:

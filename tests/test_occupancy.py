@@ -163,7 +163,7 @@ def test_rendering_evaluates_only_occupied_samples_and_matches_the_padded_batch(
         rays_o = torch.tensor([[-3.0, 0.0, 0.0]]).repeat(n, 1) + 0.2 * torch.randn(n, 3)
         rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]) + 0.3 * torch.randn(n, 3), dim=-1)
         appearance = torch.zeros(n, dtype=torch.long)
-        sampling = SamplingConfig(8, 8, 0, 64)
+        sampling = SamplingConfig(8, 8, 0, 64, min_transmittance=0.0)  # every valid sample
         calls = []
         original = model.foreground
 
@@ -179,3 +179,48 @@ def test_rendering_evaluates_only_occupied_samples_and_matches_the_padded_batch(
         assert float(padded["transmittance_fg"].detach().min()) < 0.5  # the fields are not empty
         for key in ("rgb", "depth", "transmittance_fg"):
             assert torch.allclose(padded[key], packed[key], atol=1e-5), (cells, key)
+
+
+class _OpaqueBelow(torch.nn.Module):
+    """Dense matter (density 40) for x > 0, nothing above; colour from x; an all-occupied grid."""
+
+    has_background = False
+    white_background = False
+    has_occupancy = True
+
+    def occupied(self, x):
+        return torch.ones(x.shape[0], dtype=torch.bool)
+
+    def density(self, x):
+        return torch.where(x[:, 0] > 0, 40.0, 0.0)
+
+    def foreground(self, x, d, a):
+        self.evaluated += x.shape[0]
+        return self.density(x), torch.sigmoid(x).clone()
+
+
+def test_rendering_stops_evaluating_rays_once_they_are_opaque():
+    """Without gradients, samples behind an opaque surface are skipped: far fewer evaluations, and
+    pixels within the light left when a ray stops (``min_transmittance``)."""
+    from mega_nerf.geometry.bounds import SceneBounds
+    from mega_nerf.render.renderer import SamplingConfig, render_rays
+
+    bounds = SceneBounds([0, 0, 0], 1.0, 0.0, None, None, [0, 0, 0], [1, 1, 1], box=True)
+    n = 200
+    rays_o = torch.tensor([[-0.9, 0.0, 0.0]]).repeat(n, 1) + 0.05 * torch.randn(n, 3)
+    rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]) + 0.1 * torch.randn(n, 3), dim=-1)
+    appearance = torch.zeros(n, dtype=torch.long)
+    model = _OpaqueBelow()
+    outputs, counts = {}, {}
+    for eps in (0.0, 1e-3):
+        model.evaluated = 0
+        with torch.no_grad():
+            outputs[eps] = render_rays(model, rays_o, rays_d, appearance, bounds, SamplingConfig(32, 32, 0, 128, eps),
+                                       train=False)
+        counts[eps] = model.evaluated
+    assert counts[0.0] == n * 65  # 64 samples and the end sample, all occupied
+    assert counts[1e-3] < 0.75 * counts[0.0]  # the surface is halfway: the back half is skipped
+    exact, early = outputs[0.0], outputs[1e-3]
+    assert float(exact["transmittance_fg"].max()) < 1e-6  # every ray ends in the matter
+    assert torch.allclose(exact["rgb"], early["rgb"], atol=2e-3)
+    assert torch.allclose(exact["depth"], early["depth"], atol=2e-3 * 2)

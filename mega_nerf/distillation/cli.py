@@ -51,6 +51,7 @@ from mega_nerf.distillation.student import (
     prune_occupancy,
     save_student,
     student_config,
+    visibility_prune,
 )
 from mega_nerf.distillation.teacher_cache import TeacherCache, file_identity
 from mega_nerf.distributed import process_device
@@ -116,6 +117,9 @@ def distill_parser():
                    help="share of view draws proportional to the view's error (the rest uniform)")
     g.add_argument("--hard_ray_fraction", type=float, default=0.1, help="share of each batch from the hard-ray pool")
     g.add_argument("--hard_ray_pool", type=int, default=65536, help="rays kept in the hard-ray pool")
+    g.add_argument("--visibility_threshold", type=float, default=0.01,
+                   help="after distilling, keep occupied only the cells where a ray of some view gives a sample at "
+                        "least this weight (0: keep every cell the student has density in)")
     g.add_argument("--max_packs_in_memory", type=int, default=64, help="view packs kept in memory")
     g.add_argument("--random_seed", type=int, default=0)
     g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
@@ -388,11 +392,17 @@ def distill(args: argparse.Namespace) -> dict:
         writer.close()
 
     student.eval()
-    occupied = None
+    occupied = dense = None
     if student.occupancy_grids is not None:
         # density_threshold per cell of the student's grid, as training refreshes it
-        occupied = prune_occupancy(student.occupancy_grids[0], student.sub_modules[0].density, threshold,
-                                   seed=args.random_seed)
+        occupied = dense = prune_occupancy(student.occupancy_grids[0], student.sub_modules[0].density, threshold,
+                                           seed=args.random_seed)
+        if args.visibility_threshold > 0:
+            occupied = visibility_prune(student.occupancy_grids[0], student, views, teacher.bounds,
+                                        SamplingConfig.from_args(args), args.rays_per_view, args.visibility_threshold,
+                                        device, seed=args.random_seed)
+            print(f"student occupancy: {100 * dense:.1f} % of the box holds density, {100 * occupied:.1f} % is "
+                  f"seen by the views (--visibility_threshold {args.visibility_threshold:g})", flush=True)
     info = {"teacher": identity, "teacher_path": str(container_path), "config": cfg, "done": done,
             "settings": settings.to_dict(), "packs": pack_settings, "adapters": adapters.cpu().state_dict()}
     save_student(student, output, info)
@@ -405,7 +415,8 @@ def distill(args: argparse.Namespace) -> dict:
     metrics = {"output": str(output), "teacher_path": str(container_path), "student_type": cfg["model_type"],
                "teacher_cells": len(teacher.cell_ids), "teacher_parameters": teacher.parameter_count(),
                "student_parameters": student.parameter_count(), "cells_done": done, "runs": runs,
-               "distill_seconds": distill_seconds, "occupied_fraction": occupied, "device": str(device),
+               "distill_seconds": distill_seconds, "occupied_fraction": occupied,
+               "occupied_with_density": dense, "device": str(device),
                "heldout": {"source": "validation images" if "item" in cameras[0] else "virtual views",
                            **comparison}}
     metrics_path = Path(args.metrics_path) if args.metrics_path else output.with_name(output.name + ".json")
@@ -441,6 +452,8 @@ def build_cache(cache: TeacherCache, regions: list[dict], pack_maker, teacher, d
 def main(argv=None) -> dict:
     args = parse(distill_parser(), argv)
     require(math.isfinite(args.density_weight), "--density_weight must be finite")
+    require(0 <= args.visibility_threshold < 1, f"--visibility_threshold must be in [0, 1), got "
+                                                f"{args.visibility_threshold:g}")
     return distill(args)
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 
 from mega_nerf.container.container import Container, save_container
+from mega_nerf.distillation.cameras import Views, view_rays
 from mega_nerf.fields.model import BACKEND_KEYS, COMMON_KEYS
 from mega_nerf.render.occupancy import OccupancyGrid
+from mega_nerf.render.renderer import SamplingConfig, render_rays
 
 
 def student_config(args: argparse.Namespace, teacher: Container) -> dict:
@@ -104,6 +106,40 @@ def prune_occupancy(grid: OccupancyGrid, density_fn, threshold: float, passes: i
                 dense[part] |= density_fn(grid.cell_points(part)).float() > threshold
     grown = torch.nn.functional.max_pool3d(dense.reshape(1, 1, r, r, r).float(), 3, stride=1, padding=1)
     grid.occupied &= grown.reshape(-1) > 0
+    return grid.occupied_fraction()
+
+
+@torch.no_grad()
+def visibility_prune(grid: OccupancyGrid, model, views: Views, bounds, sampling: SamplingConfig, rays_per_view: int,
+                     weight_threshold: float, device, seed: int = 0, batch: int = 2 ** 15) -> float:
+    """Keep occupied only the cells that some view sees: where a ray of a view gives one of its
+    samples at least ``weight_threshold`` of its colour (grown by one cell).
+
+    Density the views never see, such as haze below the ground or inside solid matter, still
+    costs samples; without it a ray's samples gather at the surfaces it can reach and stop there
+    (:data:`SamplingConfig.min_transmittance`).  Returns the occupied fraction.
+
+    Args:
+        grid: the model's occupancy grid (updated in place); model: renders with it.
+        views: the cameras to see with (training and virtual ones); rays_per_view: random pixels
+            of each.
+    """
+    r = grid.resolution
+    seen = torch.zeros(r ** 3, device=grid.occupied.device)
+    generator = torch.Generator().manual_seed(seed)
+    for v in range(len(views)):
+        rays_o, rays_d, _ = view_rays(views, v, rays_per_view, generator, bounds.center_pixels)
+        rays_o, rays_d = rays_o.to(device), rays_d.to(device)
+        appearance = torch.full((rays_per_view,), int(views.appearance[v]), dtype=torch.long, device=device)
+        for start in range(0, rays_per_view, batch):
+            o, d = rays_o[start:start + batch], rays_d[start:start + batch]
+            out = render_rays(model, o, d, appearance[start:start + batch], bounds, sampling, train=False,
+                              with_samples=True)
+            points = o[:, None] + d[:, None] * out["z"][..., None]
+            cell, inside = grid.cell_index(points.reshape(-1, 3))
+            seen.scatter_reduce_(0, cell, out["weights"].reshape(-1).float() * inside, "amax")
+    visible = (seen >= weight_threshold).reshape(1, 1, r, r, r).float()
+    grid.occupied &= torch.nn.functional.max_pool3d(visible, 3, stride=1, padding=1).reshape(-1) > 0
     return grid.occupied_fraction()
 
 

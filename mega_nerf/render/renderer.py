@@ -6,6 +6,7 @@ background, ``background(unit_dir, inv_radius, d, appearance, route_points)`` â€
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,11 +30,14 @@ class SamplingConfig:
     fine_samples: int = 64
     bg_samples: int = 16
     occupancy_candidates: int = 512  # used when the model has an occupancy grid
+    #: Rendering without gradients through an occupancy grid stops evaluating a ray once the light
+    #: left for it falls below this (0: evaluate every sample).
+    min_transmittance: float = 1e-3
 
     @staticmethod
     def from_args(args) -> "SamplingConfig":
         return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples,
-                              getattr(args, "occupancy_candidates", 512))
+                              getattr(args, "occupancy_candidates", 512), getattr(args, "min_transmittance", 1e-3))
 
 
 def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -41,14 +45,17 @@ def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
-                bounds: SceneBounds, sampling: SamplingConfig, train: bool) -> dict[str, torch.Tensor]:
+                bounds: SceneBounds, sampling: SamplingConfig, train: bool,
+                with_samples: bool = False) -> dict[str, torch.Tensor]:
     """Render a batch of rays.
 
     Args:
         rays_o, rays_d: (N, 3) normalised DRB, unit directions; appearance: (N,) int64.
         train: jitter samples (stratified / random inverse-CDF) instead of deterministic ones.
+        with_samples: also return the foreground samples' depths and weights.
     Returns:
-        rgb (N, 3), depth (N,), rgb_fg (N, 3), transmittance_fg (N,).
+        rgb (N, 3), depth (N,), rgb_fg (N, 3), transmittance_fg (N,); with ``with_samples``
+        also z (N, S) and weights (N, S) of the foreground samples (zero weight on padding).
 
     A model with ``white_background`` (and no background model) composites the light left after
     the foreground onto white instead of making the last sample opaque.
@@ -67,6 +74,8 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
         fg = _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, open_end, sampling,
                                    train)
     out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
+    if with_samples:
+        out["z"], out["weights"] = fg["z"], fg["weights"]
     if white:
         out["rgb"] = out["rgb"] + fg["transmittance"][:, None]
 
@@ -95,27 +104,51 @@ def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg,
     if train or torch.is_grad_enabled():  # fixed shapes for compiled steps; padding has zero length
         sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
                                       _repeat_rows(appearance, samples))
-    else:  # rendering without gradients: only the samples in occupied space are evaluated
-        sigma, rgb = _evaluate_valid(model, points, rays_d, appearance,
-                                     torch.cat([valid, torch.ones_like(valid[:, :1])], -1))
-    return composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
+    else:  # rendering without gradients: only the samples in occupied space, front to back
+        sigma, rgb = _evaluate_until_opaque(model, points, rays_d, appearance,
+                                            torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas,
+                                            sampling.min_transmittance)
+    out = composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
+    out["z"] = z
+    return out
 
 
-def _evaluate_valid(model, points: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
-                    valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The foreground at the valid samples only, zero density (and colour) elsewhere.
+#: Samples per ray evaluated between two early-termination checks.
+TERMINATION_CHUNK = 16
+
+
+def _evaluate_until_opaque(model, points: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
+                           valid: torch.Tensor, deltas: torch.Tensor, min_transmittance: float,
+                           chunk: int = TERMINATION_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """The foreground at the valid samples only, front to back in chunks of ``chunk`` samples; a
+    ray whose transmittance has fallen below ``min_transmittance`` is not evaluated further
+    (zero density and colour there, so its pixel changes by less than that much light).
 
     Args:
-        points: (N, S, 3); rays_d: (N, 3); appearance: (N,); valid: (N, S) bool.
+        points: (N, S, 3); rays_d: (N, 3); appearance: (N,); valid: (N, S) bool; deltas: (N, S)
+        interval lengths.
     Returns:
         sigma (N * S,), rgb (N * S, 3).
     """
-    ray, sample = torch.nonzero(valid, as_tuple=True)
-    sigma_v, rgb_v = model.foreground(points[ray, sample], rays_d[ray], appearance[ray])
-    flat = ray * valid.shape[1] + sample
-    sigma = torch.zeros(valid.numel(), device=points.device, dtype=sigma_v.dtype).index_copy(0, flat, sigma_v)
-    rgb = torch.zeros(valid.numel(), 3, device=points.device, dtype=rgb_v.dtype).index_copy(0, flat, rgb_v)
-    return sigma, rgb
+    n, s = valid.shape
+    sigma = torch.zeros(n, s, device=points.device)
+    rgb = torch.zeros(n, s, 3, device=points.device)
+    optical_depth = torch.zeros(n, device=points.device)  # -log transmittance so far
+    limit = -math.log(min_transmittance) if min_transmittance > 0 else math.inf
+    step = chunk if min_transmittance > 0 else s
+    for start in range(0, s, step):
+        alive = optical_depth < limit
+        if start > 0 and not bool(alive.any()):
+            break
+        ray, sample = torch.nonzero(valid[:, start:start + step] & alive[:, None], as_tuple=True)
+        if ray.numel() == 0:
+            continue
+        sample = sample + start
+        sigma_v, rgb_v = model.foreground(points[ray, sample], rays_d[ray], appearance[ray])
+        sigma[ray, sample] = sigma_v.float()
+        rgb[ray, sample] = rgb_v.float()
+        optical_depth = optical_depth + (sigma[:, start:start + step] * deltas[:, start:start + step]).sum(1)
+    return sigma.reshape(-1), rgb.reshape(-1, 3)
 
 
 def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train):
@@ -139,7 +172,9 @@ def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exi
     sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
                                   _repeat_rows(appearance, samples))
     last_delta = torch.where(has_bg, (t_exit - z[:, -1]).clamp_min(0), torch.full_like(t_exit, OPAQUE_DELTA))
-    return composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
+    out = composite(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, last_delta)
+    out["z"] = z
+    return out
 
 
 def render_background(model, rays_o, rays_d, appearance, far, t_exit, center, radius, num, train):
