@@ -168,6 +168,17 @@ def add_train_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--log_interval", type=int, default=50, help="TensorBoard scalars every N steps")
 
 
+def add_regularizer_options(p: configargparse.ArgumentParser) -> None:
+    g = p.add_argument_group("regularisers for sparse views")
+    g.add_argument("--distortion_loss_weight", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of Mip-NeRF 360's distortion loss (0 = off): pulls each ray's weight together, "
+                        "against haze and floaters that fit the training views but no other")
+    g.add_argument("--coarse_to_fine", type=float, default=0.0, metavar="FRACTION",
+                   help="hash grids start with --coarse_to_fine_levels levels and switch the finer ones on one "
+                        "after another until this fraction of training (0 = all levels from the start)")
+    g.add_argument("--coarse_to_fine_levels", type=int, default=4, help="hash levels in use at the start")
+
+
 def add_agreement_options(p: configargparse.ArgumentParser) -> None:
     g = p.add_argument_group("neighbour agreement (cells that agree at their borders)")
     g.add_argument("--neighbor_agreement", type=float, default=0.0, metavar="WEIGHT",
@@ -216,6 +227,7 @@ def train_parser() -> configargparse.ArgumentParser:
     add_train_options(p)
     add_agreement_options(p)
     add_depth_options(p)
+    add_regularizer_options(p)
     return p
 
 
@@ -280,6 +292,12 @@ def validate_common(args: argparse.Namespace) -> None:
     for name in ("batch_size", "train_iterations", "ckpt_interval", "num_chunks", "coarse_samples"):
         if getattr(args, name, None) is not None:
             require(getattr(args, name) >= 1, f"--{name} must be >= 1, got {getattr(args, name)}")
+    if getattr(args, "distortion_loss_weight", None) is not None:
+        require(args.distortion_loss_weight >= 0,
+                f"--distortion_loss_weight must be >= 0, got {args.distortion_loss_weight:g}")
+        require(0 <= args.coarse_to_fine <= 1, f"--coarse_to_fine must be in [0, 1], got {args.coarse_to_fine:g}")
+        require(args.coarse_to_fine_levels >= 1,
+                f"--coarse_to_fine_levels must be >= 1, got {args.coarse_to_fine_levels}")
     if getattr(args, "min_transmittance", None) is not None:
         require(0 <= args.min_transmittance < 1, f"--min_transmittance must be in [0, 1), got {args.min_transmittance:g}")
     bounds = getattr(args, "foreground_bounds", None)

@@ -60,6 +60,8 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("dense", torch.tensor([(r + 1) ** 3 <= self.table_size for r in resolutions]),
                              persistent=False)
         self.register_buffer("dense_i8", self.dense.to(torch.int8), persistent=False)
+        #: Each level's share of the features: all ones except while training coarse to fine.
+        self.register_buffer("level_weights", torch.ones(levels), persistent=False)
         #: Use the Triton kernels where they apply (switch off to time or debug the reference).
         self.use_triton = True
         self.embeddings = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
@@ -80,9 +82,24 @@ class HashGridEncoding(nn.Module):
             (N, levels * features_per_level) float32 features.
         """
         if self.triton_applies(x):
-            return hash_kernels.hash_encode(x, self.embeddings, self.resolutions, self.level_offsets,
-                                            self.level_sizes, self.dense_i8)
-        return self.reference_forward(x)
+            features = hash_kernels.hash_encode(x, self.embeddings, self.resolutions, self.level_offsets,
+                                                self.level_sizes, self.dense_i8)
+        else:
+            features = self.reference_forward(x)
+        if self.coarse_to_fine:
+            features = features * self.level_weights.repeat_interleave(self.features_per_level)
+        return features
+
+    @property
+    def coarse_to_fine(self) -> bool:
+        return bool(getattr(self, "_partial_levels", False))
+
+    def set_active_levels(self, active: float) -> None:
+        """Use the first ``active`` levels (a fractional level is faded in); ``levels`` or more:
+        all of them, the encoding's normal output."""
+        weights = (active - torch.arange(self.levels, dtype=torch.float32)).clamp(0, 1)
+        self.level_weights.copy_(weights)
+        self._partial_levels = bool(weights.min() < 1)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pure-PyTorch features: (N, 3) -> (N, levels * features_per_level)."""

@@ -31,6 +31,8 @@ from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_writ
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training import cell_lock
 from mega_nerf.training.cells import unreached_cells
+from mega_nerf.render.volume import distortion_loss
+from mega_nerf.training.coarse_to_fine import set_coarse_to_fine
 from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
     NeighborAgreement,
@@ -178,6 +180,7 @@ class Trainer:
         self.agreement_parts: dict = {}
         self.depth = self._depth_observations()
         self.depth_parts: dict = {}
+        self.regularizer_parts: dict = {}
 
     def _depth_observations(self) -> DepthObservations | None:
         """``--depth_loss_weight``: the sparse depth observations of the pixels this run trains on."""
@@ -419,9 +422,10 @@ class Trainer:
             rays_o, rays_d, appearance = table.rays(ids)
         target = rgb_u8.to(self.device).float() / 255
         recorder = RecordingModel(self.model) if self.agreeing else None
+        distortion = getattr(self.args, "distortion_loss_weight", 0.0)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = render_rays(recorder or self.model, rays_o, rays_d, appearance, self.bounds, self.sampling,
-                              train=jitter)
+                              train=jitter, with_samples=distortion > 0)
         if observed is None:
             loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
             total = loss
@@ -434,6 +438,10 @@ class Trainer:
                               torch.cat([depth_weight, observed[2]]), supervised)
             total = loss + self._depth_weight() * term
             self.depth_parts = {"loss": term.detach(), "rays": supervised}
+        if distortion > 0:
+            term = distortion_loss(out["z"].float(), out["weights"].float()).mean()
+            total = total + distortion * term
+            self.regularizer_parts["distortion"] = term.detach()
         if recorder is not None:  # --neighbor_agreement with trained neighbours
             extra, self.agreement_parts = self.agreement.loss(recorder, self.model)
             if extra is not None:
@@ -522,6 +530,9 @@ class Trainer:
             self.stream_state = dict(stream.state)
             for param_group in self.optimizer.param_groups:
                 param_group["lr"] = self._lr(self.iteration)
+            if args.coarse_to_fine > 0:
+                set_coarse_to_fine(self.model, self._schedule_progress(self.iteration), args.coarse_to_fine_levels,
+                                   args.coarse_to_fine)
             loss = self.compute_gradients(rgb_u8, ids, table)
             self.optimizer.step()
             self.iteration += 1
@@ -542,6 +553,8 @@ class Trainer:
                         writer.add_scalar(f"train/agreement_{name}", float(value), self.iteration)
                     for name, value in self.depth_parts.items():
                         writer.add_scalar(f"train/depth_{name}", float(value), self.iteration)
+                    for name, value in self.regularizer_parts.items():
+                        writer.add_scalar(f"train/{name}", float(value), self.iteration)
                     if self.depth is not None:
                         writer.add_scalar("train/depth_weight", self._depth_weight(), self.iteration)
                 progress.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}")
