@@ -116,9 +116,10 @@ def add_render_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--occupancy_update_interval", type=int, default=16, help="grid refresh every N steps")
     g.add_argument("--occupancy_alpha_threshold", type=float, default=0.01,
                    help="a cell is empty when a candidate step through it is more transparent than this")
-    g.add_argument("--min_transmittance", type=float, default=1e-3,
+    g.add_argument("--min_transmittance", type=float, default=None,
                    help="rendering without gradients through an occupancy grid stops evaluating a ray once less "
-                        "light than this is left for it (0: evaluate every sample)")
+                        "light than this is left for it (0: evaluate every sample; default 1e-3 on CPU, 0 on CUDA, "
+                        "where checking costs more than it saves)")
     g.add_argument("--model_chunk_size", type=int, default=256 * 1024, help="points per field call")
     g.add_argument("--image_pixel_batch_size", type=int, default=16 * 1024, help="rays per render call")
 

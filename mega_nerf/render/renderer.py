@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -24,6 +25,10 @@ from mega_nerf.render.volume import (
 )
 
 
+#: Default ``min_transmittance`` on CPU (1.2-1.5x faster on an opaque test scene).
+CPU_MIN_TRANSMITTANCE = 1e-3
+
+
 @dataclass
 class SamplingConfig:
     coarse_samples: int = 64
@@ -31,13 +36,15 @@ class SamplingConfig:
     bg_samples: int = 16
     occupancy_candidates: int = 512  # used when the model has an occupancy grid
     #: Rendering without gradients through an occupancy grid stops evaluating a ray once the light
-    #: left for it falls below this (0: evaluate every sample).
-    min_transmittance: float = 1e-3
+    #: left for it falls below this (0: evaluate every sample; None: :data:`CPU_MIN_TRANSMITTANCE`
+    #: on CPU, 0 on CUDA, where the checks between chunks cost more than the samples they skip:
+    #: 2.2x slower on an H200 for a brighton container and its student).
+    min_transmittance: Optional[float] = None
 
     @staticmethod
     def from_args(args) -> "SamplingConfig":
         return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples,
-                              getattr(args, "occupancy_candidates", 512), getattr(args, "min_transmittance", 1e-3))
+                              getattr(args, "occupancy_candidates", 512), getattr(args, "min_transmittance", None))
 
 
 def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -105,9 +112,11 @@ def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg,
         sigma, rgb = model.foreground(points.reshape(-1, 3), _repeat_rows(rays_d, samples),
                                       _repeat_rows(appearance, samples))
     else:  # rendering without gradients: only the samples in occupied space, front to back
+        eps = sampling.min_transmittance
+        if eps is None:
+            eps = CPU_MIN_TRANSMITTANCE if rays_o.device.type == "cpu" else 0.0
         sigma, rgb = _evaluate_until_opaque(model, points, rays_d, appearance,
-                                            torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas,
-                                            sampling.min_transmittance)
+                                            torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas, eps)
     out = composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
     out["z"] = z
     return out
