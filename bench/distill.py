@@ -105,6 +105,9 @@ def main() -> None:
     p.add_argument("--distill_steps", type=int, default=3000, help="step budget per student (without seconds)")
     p.add_argument("--distill_extra", default="", help="extra distill.py flags (student sizes, batch, ...)")
     p.add_argument("--eval_extra", default="", help="extra eval.py flags (same for teacher and students)")
+    p.add_argument("--student_eval_extra", default="",
+                   help="more eval.py flags for the students only, e.g. '--occupancy_candidates 256': a student's "
+                        "visible band is thin, so coarser candidates still place its samples densely")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--results_dir", default=None, help="where <name>.json goes (default: bench/results)")
     args = p.parse_args()
@@ -133,7 +136,8 @@ def main() -> None:
                               str(student), "--overwrite", "--quiet", *budget, *args.distill_extra.split(),
                               *flags.split()], log)
         info = json.loads(student.with_name(student.name + ".json").read_text())
-        metrics = evaluate(py, config, data, student, work / f"eval-{name}", args.eval_extra, log)
+        metrics = evaluate(py, config, data, student, work / f"eval-{name}",
+                           f"{args.eval_extra} {args.student_eval_extra}", log)
         rows["teacher"]["parameters"] = info["teacher_parameters"]
         rows[name] = {"kind": kind, "flags": flags,"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
                       "rays_per_second": metrics["rays_per_second"], "parameters": info["student_parameters"],
@@ -154,7 +158,8 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
               "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
-              "budget": budget, "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
+              "budget": budget, "student_eval_extra": args.student_eval_extra,
+              "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
               "models": rows, "target": TARGET, "hash_vs_target": verdict}
     write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
     print(f"{'model':<12}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'distil s':>10}")

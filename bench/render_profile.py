@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Where rendering time goes: a container (teacher) and a one-cell student, stage by stage.
+
+Builds both over a prepared dataset's scene (brighton by default: the bench config's sizes, a 2 x 2
+teacher of ``hash`` cells and a ``hash`` student with a smaller table), with occupancy grids that
+hold a band of the slab above the ground (``--teacher_band``, ``--student_band``: the fraction of
+the slab's height, as measured on trained brighton models), and times one batch of the first
+training camera's rays through each stage of ``render_rays`` without gradients: ray segments,
+occupancy candidates and sample placement, the foreground fields, compositing, the background
+model, and the whole call.  Random weights: timing does not depend on what the fields learned,
+only on where samples go.  Writes bench/results/<name>.json and prints a table.
+
+    python bench/render_profile.py --dataset_path data/brighton
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import versions, write_bench_config, write_result
+from mega_nerf.config import parse, train_parser
+from mega_nerf.container.container import Container
+from mega_nerf.data.format import load_dataset
+from mega_nerf.fields.model import model_config_from_args
+from mega_nerf.geometry.bounds import ray_segments, scene_bounds_from_args
+from mega_nerf.geometry.rays import image_rays
+from mega_nerf.render import renderer
+from mega_nerf.render.renderer import SamplingConfig, render_rays
+from mega_nerf.render.volume import composite_intervals, occupied_samples
+
+
+def band_occupancy(model: Container, band: float) -> None:
+    """Occupy the lowest ``band`` of each grid's altitude axis (x is down: the highest x)."""
+    for grid in model.occupancy_grids:
+        r = grid.resolution
+        layers = max(1, round(band * r))
+        occupied = torch.zeros(r, r, r, dtype=torch.bool, device=grid.occupied.device)
+        occupied[r - layers:] = True
+        grid.occupied.copy_(occupied.reshape(-1))
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Mean seconds of ``fn()`` over ``repeats`` calls (after one warm-up call), and its result."""
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats, result
+
+
+@torch.no_grad()
+def profile(model, rays_o, rays_d, appearance, bounds, sampling: SamplingConfig, repeats: int) -> dict:
+    """Seconds per stage for one batch (the stages of ``_composite_occupied`` and the background)."""
+    n = rays_o.shape[0]
+    seconds = {}
+    seconds["segments"], (near, far, t_exit) = timed(
+        lambda: ray_segments(rays_o, rays_d, bounds, model.has_background), repeats)
+    fg_far = torch.minimum(far, torch.maximum(t_exit, near))
+    samples = sampling.coarse_samples + sampling.fine_samples
+    seconds["candidates"], (z, deltas, valid) = timed(
+        lambda: occupied_samples(rays_o, rays_d, near, fg_far, model.occupied, sampling.occupancy_candidates,
+                                 samples, False), repeats)
+    points = rays_o[:, None] + rays_d[:, None] * z[..., None]
+    seconds["fields"], (sigma, rgb) = timed(
+        lambda: renderer._evaluate_until_opaque(model, points, rays_d, appearance, valid, deltas, 0.0), repeats)
+    seconds["composite"], _ = timed(
+        lambda: composite_intervals(sigma.reshape(n, -1), rgb.reshape(n, -1, 3), z, deltas), repeats)
+    seconds["whole"], out = timed(
+        lambda: render_rays(model, rays_o, rays_d, appearance, bounds, sampling, train=False), repeats)
+    seconds["background"] = max(seconds["whole"] - sum(seconds[k] for k in ("segments", "candidates", "fields",
+                                                                            "composite")), 0.0)
+    return {"seconds": seconds, "rays_per_second": n / seconds["whole"],
+            "valid_samples_per_ray": float(valid.sum(1).float().mean()),
+            "candidates_per_ray": sampling.occupancy_candidates,
+            "occupied_fraction": sum(g.occupied_fraction() for g in model.occupancy_grids) / len(model.occupancy_grids)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset_path", required=True)
+    p.add_argument("--name", default="render_profile_brighton")
+    p.add_argument("--config", default="brighton.yaml", help="settings file in configs/bench/")
+    p.add_argument("--rays", type=int, default=16384, help="rays per batch (eval.py's default batch)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--teacher_band", type=float, default=0.63)
+    p.add_argument("--student_band", type=float, default=0.15)
+    p.add_argument("--student_log2_size", type=int, default=18)
+    p.add_argument("--candidates", type=int, nargs="+", default=[1024, 256],
+                   help="occupancy candidates per ray to profile")
+    p.add_argument("--results_dir", default=None)
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = load_dataset(Path(args.dataset_path))
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "render_profile"
+    work.mkdir(parents=True, exist_ok=True)
+    config = write_bench_config(Path(args.dataset_path), work, args.config)
+    train_args = parse(train_parser(), ["--config_file", str(config), "--exp_name", "x", "--dataset_path",
+                                        args.dataset_path])
+    bounds = scene_bounds_from_args(dataset, train_args, require_altitude_range=True)
+    cfg = model_config_from_args(train_args, bounds, len(dataset.items))
+    box = bounds.fields_aabb()
+    mid = (box[0] + box[1]) / 2
+    quarter = (box[1] - box[0]) / 4
+    centroids = torch.stack([torch.stack([mid[0], mid[1] + sy * quarter[1], mid[2] + sz * quarter[2]])
+                             for sy in (-1, 1) for sz in (-1, 1)])
+    torch.manual_seed(0)
+    teacher = Container(cfg, bounds, centroids, [0, 1, 2, 3], train_args.boundary_margin, False)
+    student = Container({**cfg, "hash_log2_size": args.student_log2_size}, bounds, mid[None], [0],
+                        train_args.boundary_margin, False)
+    band_occupancy(teacher, args.teacher_band)
+    band_occupancy(student, args.student_band)
+    teacher.to(device).eval()
+    student.to(device).eval()
+    item = dataset.train[0].scaled(train_args.val_scale_factor)
+    rays_o, rays_d = image_rays(item.W, item.H, item.intrinsics.to(device), item.c2w.to(device), bounds.center_pixels)
+    pick = torch.randperm(rays_o.shape[0], device=device)[:args.rays]
+    rays_o, rays_d = rays_o[pick], rays_d[pick]
+    appearance = torch.full((rays_o.shape[0],), item.image_index, dtype=torch.long, device=device)
+    rows = {}
+    for candidates in args.candidates:
+        sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
+                                  candidates, 0.0)
+        use_amp = device.type == "cuda"
+        for name, model in (("teacher", teacher), ("student", student)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                rows[f"{name}-c{candidates}"] = profile(model, rays_o, rays_d, appearance, bounds, sampling,
+                                                        args.repeats)
+    result = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
+              "versions": versions(), "dataset": args.dataset_path, "rays": args.rays,
+              "bands": {"teacher": args.teacher_band, "student": args.student_band}, "runs": rows}
+    write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
+    stages = ["segments", "candidates", "fields", "composite", "background", "whole"]
+    print(f"{'run':<16}" + "".join(f"{s:>12}" for s in stages) + f"{'rays/s':>12}{'samples':>9}")
+    for run, r in rows.items():
+        print(f"{run:<16}" + "".join(f"{1000 * r['seconds'][s]:>10.2f}ms" for s in stages)
+              + f"{r['rays_per_second']:>12.0f}{r['valid_samples_per_ray']:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
