@@ -116,8 +116,9 @@ def visibility_prune(grid: OccupancyGrid, model, views: Views, bounds, sampling:
     samples at least ``weight_threshold`` of its colour (grown by one cell).
 
     Density the views never see, such as haze below the ground or inside solid matter, still
-    costs samples; without it a ray's samples gather at the surfaces it can reach and stop there
-    (:data:`SamplingConfig.min_transmittance`).  Returns the occupied fraction.
+    costs samples; without it a ray's occupied candidates are the thin band around the surfaces it
+    can reach, so fewer candidates (``--occupancy_candidates``) still place its samples densely
+    there (bench/render_profile.py).  Returns the occupied fraction.
 
     Args:
         grid: the model's occupancy grid (updated in place); model: renders with it.
