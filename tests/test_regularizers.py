@@ -88,6 +88,13 @@ def test_training_applies_both_regularisers(dataset, tmp_path, monkeypatch):
     per_step = seen[::len(hash_encodings(trainer.model))]
     assert per_step[0] == 2 and per_step[-1] == 6 and per_step == sorted(per_step)  # 2 levels, then all
     assert float(trainer.regularizer_parts["distortion"]) > 0
+    assert trainer.regularizer_parts["hash_levels"] == 6
+
+
+def test_coarse_to_fine_needs_a_hash_grid(dataset, tmp_path):
+    with pytest.raises(UserError, match="no hash grid"):
+        Trainer(_args(dataset, tmp_path / "vm", ["--model_type", "vm", "--vm_resolution", "8", "--coarse_to_fine",
+                                                 "0.5"]))
 
 
 def test_regulariser_flags_are_checked(dataset, tmp_path):

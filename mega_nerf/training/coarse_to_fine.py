@@ -26,7 +26,11 @@ def hash_encodings(model: torch.nn.Module) -> list[HashGridEncoding]:
     return [m for m in model.modules() if isinstance(m, HashGridEncoding)]
 
 
-def set_coarse_to_fine(model: torch.nn.Module, progress: float, start_levels: int, fraction: float) -> None:
-    """Set every hash grid of ``model`` to the levels of :func:`active_levels`."""
+def set_coarse_to_fine(model: torch.nn.Module, progress: float, start_levels: int, fraction: float) -> float:
+    """Set every hash grid of ``model`` to the levels of :func:`active_levels`; returns the
+    smallest number of levels in use (for the logs)."""
+    used = []
     for encoding in hash_encodings(model):
-        encoding.set_active_levels(active_levels(progress, encoding.levels, start_levels, fraction))
+        used.append(active_levels(progress, encoding.levels, start_levels, fraction))
+        encoding.set_active_levels(used[-1])
+    return min(used)

@@ -32,7 +32,7 @@ from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.training import cell_lock
 from mega_nerf.training.cells import unreached_cells
 from mega_nerf.render.volume import distortion_loss
-from mega_nerf.training.coarse_to_fine import set_coarse_to_fine
+from mega_nerf.training.coarse_to_fine import hash_encodings, set_coarse_to_fine
 from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
     NeighborAgreement,
@@ -181,6 +181,9 @@ class Trainer:
         self.depth = self._depth_observations()
         self.depth_parts: dict = {}
         self.regularizer_parts: dict = {}
+        if args.coarse_to_fine > 0 and not hash_encodings(self.model):
+            raise UserError(f"--coarse_to_fine switches hash grid levels on one after another; --model_type "
+                            f"{args.model_type} has no hash grid (use hash, or leave --coarse_to_fine at 0)")
 
     def _depth_observations(self) -> DepthObservations | None:
         """``--depth_loss_weight``: the sparse depth observations of the pixels this run trains on."""
@@ -531,8 +534,9 @@ class Trainer:
             for param_group in self.optimizer.param_groups:
                 param_group["lr"] = self._lr(self.iteration)
             if args.coarse_to_fine > 0:
-                set_coarse_to_fine(self.model, self._schedule_progress(self.iteration), args.coarse_to_fine_levels,
-                                   args.coarse_to_fine)
+                levels = set_coarse_to_fine(self.model, self._schedule_progress(self.iteration),
+                                            args.coarse_to_fine_levels, args.coarse_to_fine)
+                self.regularizer_parts["hash_levels"] = levels
             loss = self.compute_gradients(rgb_u8, ids, table)
             self.optimizer.step()
             self.iteration += 1
