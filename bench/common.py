@@ -27,6 +27,22 @@ def run_logged(cmd: list[str], log: Path, env: dict | None = None) -> float:
     return time.time() - started
 
 
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``fn`` (device-synchronised)."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def log_path(name: str, work: Path) -> Path:
     """On the device machine the log goes to $OUT so it comes back even if the bench fails."""
     return Path(os.environ["OUT"]) / f"{name}.log" if os.environ.get("OUT") else work / "log.txt"

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import versions, write_result  # noqa: E402
+from bench.common import timed, versions, write_result  # noqa: E402
 from mega_nerf.fields import hash_kernels  # noqa: E402
 from mega_nerf.fields.model import build_foreground  # noqa: E402
 from mega_nerf.geometry.bounds import SceneBounds  # noqa: E402
@@ -60,22 +59,6 @@ class _Wrapper(torch.nn.Module):
 
     def foreground(self, x, d, a):
         return self.fg(x, d, a)
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn`` (device-synchronised)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def check_hash_kernels(points: int, device: torch.device) -> dict:

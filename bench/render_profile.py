@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import versions, write_bench_config, write_result
+from bench.common import timed, versions, write_bench_config, write_result
 from mega_nerf.config import parse, train_parser
 from mega_nerf.container.container import Container
 from mega_nerf.data.format import load_dataset
@@ -47,17 +46,9 @@ def band_occupancy(model: Container, band: float) -> None:
         grid.occupied.copy_(occupied.reshape(-1))
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Mean seconds of ``fn()`` over ``repeats`` calls (after one warm-up call), and its result."""
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / repeats, result
+def timed_result(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of ``fn()`` (:func:`bench.common.timed`) and its result."""
+    return timed(fn, repeats), fn()
 
 
 @torch.no_grad()
@@ -65,19 +56,19 @@ def profile(model, rays_o, rays_d, appearance, bounds, sampling: SamplingConfig,
     """Seconds per stage for one batch (the stages of ``_composite_occupied`` and the background)."""
     n = rays_o.shape[0]
     seconds = {}
-    seconds["segments"], (near, far, t_exit) = timed(
+    seconds["segments"], (near, far, t_exit) = timed_result(
         lambda: ray_segments(rays_o, rays_d, bounds, model.has_background), repeats)
     fg_far = torch.minimum(far, torch.maximum(t_exit, near))
     samples = sampling.coarse_samples + sampling.fine_samples
-    seconds["candidates"], (z, deltas, valid) = timed(
+    seconds["candidates"], (z, deltas, valid) = timed_result(
         lambda: occupied_samples(rays_o, rays_d, near, fg_far, model.occupied, sampling.occupancy_candidates,
                                  samples, False), repeats)
     points = rays_o[:, None] + rays_d[:, None] * z[..., None]
-    seconds["fields"], (sigma, rgb) = timed(
+    seconds["fields"], (sigma, rgb) = timed_result(
         lambda: renderer._evaluate_until_opaque(model, points, rays_d, appearance, valid, deltas, 0.0), repeats)
-    seconds["composite"], _ = timed(
+    seconds["composite"], _ = timed_result(
         lambda: composite_intervals(sigma.reshape(n, -1), rgb.reshape(n, -1, 3), z, deltas), repeats)
-    seconds["whole"], out = timed(
+    seconds["whole"], out = timed_result(
         lambda: render_rays(model, rays_o, rays_d, appearance, bounds, sampling, train=False), repeats)
     seconds["background"] = max(seconds["whole"] - sum(seconds[k] for k in ("segments", "candidates", "fields",
                                                                             "composite")), 0.0)

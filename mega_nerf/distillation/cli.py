@@ -258,6 +258,7 @@ def distill(args: argparse.Namespace) -> dict:
     occ_resolution = cfg["occupancy_resolution"] or 128
     candidates = args.occupancy_candidates
     threshold = density_threshold(aabb, candidates, args.occupancy_alpha_threshold)
+    sampling = SamplingConfig.from_args(args)
     views, held_out = make_views(args, dataset, teacher)
     cells = [None] if args.cell is None else list(args.cell)
     pack_settings = {"seed": args.random_seed, "rays_per_view": args.rays_per_view, "samples": args.distill_samples,
@@ -299,7 +300,7 @@ def distill(args: argparse.Namespace) -> dict:
                 return make_pack(teacher, views, region["views"][v], args.rays_per_view, teacher.bounds,
                                  occupancy.occupied_at, candidates, args.distill_samples, args.bg_samples,
                                  args.random_seed, -1 if region["cell"] is None else region["cell"],
-                                 region["region_fn"], device, sampling=SamplingConfig.from_args(args))
+                                 region["region_fn"], device, sampling=sampling)
         return make
 
     if cache is not None:
@@ -398,9 +399,8 @@ def distill(args: argparse.Namespace) -> dict:
         occupied = dense = prune_occupancy(student.occupancy_grids[0], student.sub_modules[0].density, threshold,
                                            seed=args.random_seed)
         if args.visibility_threshold > 0:
-            occupied = visibility_prune(student.occupancy_grids[0], student, views, teacher.bounds,
-                                        SamplingConfig.from_args(args), args.rays_per_view, args.visibility_threshold,
-                                        device, seed=args.random_seed)
+            occupied = visibility_prune(student.occupancy_grids[0], student, views, teacher.bounds, sampling,
+                                        args.rays_per_view, args.visibility_threshold, device, seed=args.random_seed)
             print(f"student occupancy: {100 * dense:.1f} % of the box holds density, {100 * occupied:.1f} % is "
                   f"seen by the views (--visibility_threshold {args.visibility_threshold:g})", flush=True)
     info = {"teacher": identity, "teacher_path": str(container_path), "config": cfg, "done": done,
@@ -408,7 +408,6 @@ def distill(args: argparse.Namespace) -> dict:
     save_student(student, output, info)
     progress.unlink(missing_ok=True)
 
-    sampling = SamplingConfig.from_args(args)
     cameras = (dataset_cameras(dataset, args.val_scale_factor, args.max_val_images, args.val_protocol)
                if dataset is not None and dataset.val else view_cameras(held_out))
     comparison = compare(teacher, student, cameras, teacher.bounds, sampling, args.image_pixel_batch_size, device)

@@ -104,8 +104,7 @@ def prune_occupancy(grid: OccupancyGrid, density_fn, threshold: float, passes: i
             for start in range(0, len(cells), 2 ** 18):
                 part = cells[start:start + 2 ** 18]
                 dense[part] |= density_fn(grid.cell_points(part)).float() > threshold
-    grown = torch.nn.functional.max_pool3d(dense.reshape(1, 1, r, r, r).float(), 3, stride=1, padding=1)
-    grid.occupied &= grown.reshape(-1) > 0
+    grid.occupied &= grid.grown_by_one_cell(dense)
     return grid.occupied_fraction()
 
 
@@ -125,8 +124,7 @@ def visibility_prune(grid: OccupancyGrid, model, views: Views, bounds, sampling:
         views: the cameras to see with (training and virtual ones); rays_per_view: random pixels
             of each.
     """
-    r = grid.resolution
-    seen = torch.zeros(r ** 3, device=grid.occupied.device)
+    seen = torch.zeros_like(grid.density)
     generator = torch.Generator().manual_seed(seed)
     for v in range(len(views)):
         rays_o, rays_d, _ = view_rays(views, v, rays_per_view, generator, bounds.center_pixels)
@@ -139,8 +137,7 @@ def visibility_prune(grid: OccupancyGrid, model, views: Views, bounds, sampling:
             points = o[:, None] + d[:, None] * out["z"][..., None]
             cell, inside = grid.cell_index(points.reshape(-1, 3))
             seen.scatter_reduce_(0, cell, out["weights"].reshape(-1).float() * inside, "amax")
-    visible = (seen >= weight_threshold).reshape(1, 1, r, r, r).float()
-    grid.occupied &= torch.nn.functional.max_pool3d(visible, 3, stride=1, padding=1).reshape(-1) > 0
+    grid.occupied &= grid.grown_by_one_cell(seen >= weight_threshold)
     return grid.occupied_fraction()
 
 

@@ -62,6 +62,7 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("dense_i8", self.dense.to(torch.int8), persistent=False)
         #: Each level's share of the features: all ones except while training coarse to fine.
         self.register_buffer("level_weights", torch.ones(levels), persistent=False)
+        self.active_levels = float(levels)
         #: Use the Triton kernels where they apply (switch off to time or debug the reference).
         self.use_triton = True
         self.embeddings = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
@@ -86,20 +87,17 @@ class HashGridEncoding(nn.Module):
                                                 self.level_sizes, self.dense_i8)
         else:
             features = self.reference_forward(x)
-        if self.coarse_to_fine:
+        if self.active_levels < self.levels:
             features = features * self.level_weights.repeat_interleave(self.features_per_level)
         return features
-
-    @property
-    def coarse_to_fine(self) -> bool:
-        return bool(getattr(self, "_partial_levels", False))
 
     def set_active_levels(self, active: float) -> None:
         """Use the first ``active`` levels (a fractional level is faded in); ``levels`` or more:
         all of them, the encoding's normal output."""
-        weights = (active - torch.arange(self.levels, dtype=torch.float32)).clamp(0, 1)
-        self.level_weights.copy_(weights)
-        self._partial_levels = bool(weights.min() < 1)
+        active = min(float(active), float(self.levels))
+        if active != self.active_levels:  # called every step: no copy once the schedule is done
+            self.level_weights.copy_((active - torch.arange(self.levels, dtype=torch.float32)).clamp(0, 1))
+            self.active_levels = active
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pure-PyTorch features: (N, 3) -> (N, levels * features_per_level)."""

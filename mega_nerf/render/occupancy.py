@@ -58,11 +58,17 @@ class OccupancyGrid(nn.Module):
             fresh[part] = density_fn(self.cell_points(part)).float()
         self.density.copy_(torch.maximum(self.density * self.decay, fresh))
         dense = self.density > min(threshold, float(self.density.mean()))
-        # Grow the occupied set by one cell: the density a field has learned can sit a cell away
-        # from where the surface will end up (and a surface on a cell face touches both cells).
+        self.occupied.copy_(self.grown_by_one_cell(dense))
+
+    def grown_by_one_cell(self, cells: torch.Tensor) -> torch.Tensor:
+        """(resolution^3,) bool -> the same set and every cell touching it.
+
+        Occupied sets are grown so: the density a field has learned can sit a cell away from where
+        the surface will end up (and a surface on a cell face touches both cells).
+        """
         r = self.resolution
-        grown = torch.nn.functional.max_pool3d(dense.reshape(1, 1, r, r, r).float(), 3, stride=1, padding=1)
-        self.occupied.copy_(grown.reshape(-1) > 0)
+        grown = torch.nn.functional.max_pool3d(cells.reshape(1, 1, r, r, r).float(), 3, stride=1, padding=1)
+        return grown.reshape(-1) > 0
 
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())

@@ -29,9 +29,9 @@ from mega_nerf.fields.model import SceneModel, model_config_from_args
 from mega_nerf.geometry.bounds import SceneBounds, check_cameras_inside, scene_bounds_from_args
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
+from mega_nerf.render.volume import distortion_loss
 from mega_nerf.training import cell_lock
 from mega_nerf.training.cells import unreached_cells
-from mega_nerf.render.volume import distortion_loss
 from mega_nerf.training.coarse_to_fine import hash_encodings, set_coarse_to_fine
 from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
@@ -425,7 +425,7 @@ class Trainer:
             rays_o, rays_d, appearance = table.rays(ids)
         target = rgb_u8.to(self.device).float() / 255
         recorder = RecordingModel(self.model) if self.agreeing else None
-        distortion = getattr(self.args, "distortion_loss_weight", 0.0)
+        distortion = self.args.distortion_loss_weight
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = render_rays(recorder or self.model, rays_o, rays_d, appearance, self.bounds, self.sampling,
                               train=jitter, with_samples=distortion > 0)
