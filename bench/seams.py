@@ -66,7 +66,6 @@ from bench.common import versions, write_result
 SMOKE_TRAIN = ["--batch_size", "256", "--coarse_samples", "16", "--fine_samples", "16", "--bg_samples", "4",
                "--hash_levels", "6", "--hash_log2_size", "12", "--hash_max_resolution", "256", "--layer_dim", "32",
                "--bg_layer_dim", "32", "--num_chunks", "4", "--log_interval", "20"]
-VARIANTS = ("independent", "agreement")
 
 
 def _grid(work: Path, preset: str, num_images: int | None, grid_dim: tuple[int, int], seed: int) -> tuple[Path, Path]:
@@ -127,20 +126,29 @@ def _variant(work: Path, data: Path, masks: Path, name: str, iterations: int, tr
             "seams": seams}
 
 
+DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "rest_psnr", "rest_mean_abs_error", "blend_psnr",
+              "cell_color_gap")
+
+
+def agreement_flags(neighbor_agreement: float = 1.0, agreement_appearance: float = 0.1) -> str:
+    return f"--neighbor_agreement {neighbor_agreement} --agreement_appearance {agreement_appearance}"
+
+
 def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] = (2, 2),
-                    train_iterations: int = 500, neighbor_agreement: float = 1.0, agreement_appearance: float = 0.1,
+                    train_iterations: int = 500, variants: dict[str, str] | None = None,
                     train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
                     seed: int = 0) -> dict:
-    """Train a grid of the synthetic city with independent cells and with ``--neighbor_agreement``,
-    merge and evaluate both; seam and overall numbers of both.
+    """Train a grid of the synthetic city with independent cells and with each variant's agreement
+    flags, merge and evaluate each; seam and overall numbers of each.
 
     Args:
         work: work folder (dataset, masks, chunks, experiments); an existing one is reused, so a
-            second call with other agreement weights trains only the agreement variant again when
-            its folder was deleted.
+            second call with other agreement flags trains only the variants whose folders were deleted.
+        variants: name -> extra train_cells flags (default: ``agreement`` with ``--neighbor_agreement
+            1.0 --agreement_appearance 0.1``).
         train_extra, eval_extra: extra train_cells.py / eval.py flags.
     Returns:
-        {"independent": numbers, "agreement": numbers, "delta": agreement minus independent}, each
+        {"independent": numbers, NAME: numbers, ..., "delta": {NAME: NAME minus independent}}, each
         numbers dict with psnr (overall), seam_psnr, seam_mean_abs_error, rest_psnr, rest_mean_abs_error
         (every other foreground pixel), blend_psnr, interior_psnr, cell_color_gap, seam_fraction,
         train_seconds and per-cell agreed_with.
@@ -151,17 +159,16 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    variants = variants or {"agreement": agreement_flags()}
     data, masks = _grid(work, preset, num_images, grid_dim, seed)
     common = ["--train_iterations", str(train_iterations), "--ckpt_interval", str(train_iterations),
               "--progress_interval", "30", *train_extra]
-    out = {"independent": _variant(work, data, masks, "independent", train_iterations, common, list(eval_extra)),
-           "agreement": _variant(work, data, masks, "agreement", train_iterations,
-                                 common + ["--neighbor_agreement", str(neighbor_agreement), "--agreement_appearance",
-                                           str(agreement_appearance)], list(eval_extra))}
-    out["delta"] = {key: (None if out["agreement"][key] is None or out["independent"][key] is None
-                          else out["agreement"][key] - out["independent"][key])
-                    for key in ("psnr", "seam_psnr", "seam_mean_abs_error", "rest_psnr", "rest_mean_abs_error",
-                                "blend_psnr", "cell_color_gap")}
+    out = {"independent": _variant(work, data, masks, "independent", train_iterations, common, list(eval_extra))}
+    for name, flags in variants.items():
+        out[name] = _variant(work, data, masks, name, train_iterations, common + flags.split(), list(eval_extra))
+    out["delta"] = {name: {key: (None if out[name][key] is None or out["independent"][key] is None
+                                 else out[name][key] - out["independent"][key]) for key in DELTA_KEYS}
+                    for name in variants}
     return out
 
 
@@ -169,19 +176,23 @@ def table(result: dict) -> str:
     cols = [("psnr", "PSNR"), ("seam_psnr", "seam PSNR"), ("seam_mean_abs_error", "seam MAE"),
             ("rest_psnr", "rest PSNR"), ("rest_mean_abs_error", "rest MAE"), ("blend_psnr", "blend PSNR"),
             ("cell_color_gap", "cell gap"), ("train_seconds", "train s")]
-    lines = [f"{'variant':<12}" + "".join(f"{title:>12}" for _, title in cols)]
-    for variant in (*VARIANTS, "delta"):
-        row = result[variant]
+    variants = [name for name in result if name not in ("independent", "delta")]
+    lines = [f"{'variant':<16}" + "".join(f"{title:>12}" for _, title in cols)]
+    rows = [("independent", result["independent"])]
+    for name in variants:
+        rows += [(name, result[name]), (f"  delta", result["delta"][name])]
+    for label, row in rows:
         cells = []
         for key, _ in cols:
             value = row.get(key)
             cells.append(f"{'-':>12}" if value is None else f"{value:>12.4f}" if "error" in key or "gap" in key
                          else f"{value:>12.2f}")
-        lines.append(f"{variant:<12}" + "".join(cells))
+        lines.append(f"{label:<16}" + "".join(cells))
     seam = result["independent"]
     lines.append(f"seam pixels: {seam['seam_pixels']} ({100 * seam['seam_fraction']:.1f} % of the foreground "
-                 f"pixels scored); agreement run's cells agreed with: "
-                 f"{ {k: v['agreed_with'] for k, v in result['agreement']['cells'].items()} }")
+                 f"pixels scored)")
+    for name in variants:
+        lines.append(f"{name}: cells agreed with {({k: v['agreed_with'] for k, v in result[name]['cells'].items()})}")
     return "\n".join(lines)
 
 
@@ -192,8 +203,13 @@ def main(argv=None) -> dict:
     p.add_argument("--num_images", type=int, default=None)
     p.add_argument("--grid_dim", nargs=2, type=int, default=[2, 2])
     p.add_argument("--train_iterations", type=int, default=500)
-    p.add_argument("--neighbor_agreement", type=float, default=1.0)
+    p.add_argument("--neighbor_agreement", type=float, default=1.0,
+                   help="the 'agreement' variant's weight (when no --variant is given)")
     p.add_argument("--agreement_appearance", type=float, default=0.1)
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="a named set of train_cells flags compared with independent cells (repeatable), e.g. "
+                        "blend=--agreement_blend; default: agreement='--neighbor_agreement W "
+                        "--agreement_appearance A' from the two flags above")
     p.add_argument("--train_extra", default="", help="extra train_cells flags, e.g. '--batch_size 8192'")
     p.add_argument("--eval_extra", default="", help="extra eval.py flags")
     p.add_argument("--smoke", action="store_true", help="CPU smoke run: tiny fields, 80 steps per cell")
@@ -207,16 +223,23 @@ def main(argv=None) -> dict:
         iterations = 80 if iterations == p.get_default("train_iterations") else iterations
     work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_seams_"))
     started = time.time()
-    result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, args.neighbor_agreement,
-                             args.agreement_appearance, train_extra, args.eval_extra.split(), args.num_images)
+    variants = {}
+    for spec in args.variant:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.isidentifier() or name in ("independent", "delta"):
+            raise SystemExit(f"--variant {spec!r}: expected NAME=FLAGS (NAME a word other than independent, delta)")
+        variants[name] = flags
+    variants = variants or {"agreement": agreement_flags(args.neighbor_agreement, args.agreement_appearance)}
+    result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, variants, train_extra,
+                             args.eval_extra.split(), args.num_images)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     record = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
               "versions": versions(), "preset": args.preset, "num_images": args.num_images,
               "grid_dim": args.grid_dim, "train_iterations": iterations, "smoke": args.smoke,
-              "neighbor_agreement": args.neighbor_agreement, "agreement_appearance": args.agreement_appearance,
-              "train_extra": train_extra, "wall_seconds": time.time() - started,
-              **{k: {kk: vv for kk, vv in v.items() if kk != "seams"} for k, v in result.items()},
-              "seams": {k: result[k]["seams"] for k in VARIANTS}}
+              "variants": variants, "train_extra": train_extra, "wall_seconds": time.time() - started,
+              **{k: ({kk: vv for kk, vv in v.items() if kk != "seams"} if k != "delta" else v)
+                 for k, v in result.items()},
+              "seams": {k: v["seams"] for k, v in result.items() if k != "delta"}}
     write_result(args.name, record, Path(args.results_dir) if args.results_dir else None)
     print(table(result))
     return record

@@ -189,12 +189,19 @@ def add_agreement_options(p: configargparse.ArgumentParser) -> None:
                         "checkpoints in PREFIX<j>, frozen, loaded when first needed), weighted by the neighbour's "
                         "blend weight; neighbours still training are not used; a cell without trained "
                         "neighbours trains exactly as without the option; needs --cluster_mask_path")
+    g.add_argument("--agreement_blend", action="store_true",
+                   help="render this cell's training rays through the blend the container will use: wherever "
+                        "a trained neighbour's routing weight is non-zero, density and colour are the routing-"
+                        "weighted mean of this cell's and the trained neighbours' (frozen) predictions, "
+                        "renormalised over the cells trained so far, so the cell learns what the merged model "
+                        "shows at its borders instead of a copy of its neighbours; on its own (without "
+                        "--neighbor_agreement) or with it; needs --cluster_mask_path")
     g.add_argument("--agreement_margin", type=float, default=None,
                    help="the band: samples where routing with this margin (a ratio of centroid distances, like "
                         "--boundary_margin, >= 1) gives both this cell and the neighbour a weight "
                         "(default: --boundary_margin, the band the container blends in)")
     g.add_argument("--agreement_appearance", type=float, default=0.1, metavar="WEIGHT",
-                   help="with --neighbor_agreement: a fresh cell's appearance embeddings start from the trained "
+                   help="with --neighbor_agreement or --agreement_blend: a fresh cell's appearance embeddings start from the trained "
                         "neighbours' rows of the same images (averaged), and this weight keeps them close "
                         "(mean squared distance per aligned row); 0 = no appearance alignment")
     g.add_argument("--agreement_prefix", type=str, default=None,

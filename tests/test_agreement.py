@@ -246,3 +246,62 @@ def test_merged_cells_evaluate_with_seam_metrics(grid, trained):
     assert written["seams"]["seam"]["pixels"] == seams["seam"]["pixels"]
     assert all("seams" in r for r in written["per_image"])
     assert summarize_seams([None]) is None
+
+
+# --------------------------------------------------------------------------- --agreement_blend
+def test_blend_is_what_the_merged_container_shows(grid, trained):
+    """Cell 1's predictions blended with its trained neighbour (cell 0) equal the merged
+    container's at the same points, inside the band and away from it; the gradient reaches cell
+    1's own share only."""
+    from mega_nerf.container.container import load_container
+
+    root, data = grid["root"], grid["data"]
+    container_path = root / "blend_container.pt"
+    merge(parse(merge_parser(), ["--config_file", str(data["config"]), "--ckpt_prefix", f"{trained['agree']}-",
+                                 "--centroid_path", str(grid["masks"] / "params.pt"), "--output",
+                                 str(container_path)]))
+    container = load_container(container_path).eval()
+    agreement = trained["second"].agreement
+    own = trained["second"].model.eval()  # cell 1 as trained, the container's second cell
+    g = torch.Generator().manual_seed(3)
+    center = container.centroids.mean(0)
+    spread = (container.centroids - center).abs().max(0).values.clamp_min(0.05)
+    x = center + (torch.rand(512, 3, generator=g) * 2 - 1) * 2 * spread
+    d = torch.nn.functional.normalize(torch.randn(512, 3, generator=g), dim=-1)
+    app = torch.zeros(512, dtype=torch.long)
+    with torch.no_grad():
+        want_sigma, want_rgb = container.foreground(x, d, app)
+    own_params = [p for p in own.parameters() if p.requires_grad]
+    sigma, rgb = own.foreground(x, d, app)
+    got_sigma, got_rgb = agreement.blend(x, sigma, rgb, lambda m, i: m.foreground(x[i], d[i], app[i]))
+    torch.testing.assert_close(got_sigma, want_sigma, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_rgb, want_rgb, rtol=1e-4, atol=1e-5)
+    weights = agreement.routing(x)
+    shared, alone, none = ((weights[:, 0] > 0) & (weights[:, 1] > 0), weights[:, 1] == 0, weights[:, 0] == 0)
+    assert shared.any() and alone.any() and none.any()  # the points cover both cells and the band
+    # Where no trained neighbour is routed to, the cell's own values pass through unchanged.
+    assert torch.equal(got_sigma[none], sigma[none].float())
+    # The neighbour's share carries no gradient: points routed to cell 0 only give none.
+    grads = torch.autograd.grad(got_sigma[alone].sum() + got_rgb[alone].sum(), own_params, allow_unused=True,
+                                retain_graph=True)
+    assert all(gr is None or not gr.any() for gr in grads)
+    grads = torch.autograd.grad(got_sigma[shared].sum(), own_params, allow_unused=True)
+    assert any(gr is not None and gr.any() for gr in grads)
+
+
+def test_a_cell_trains_through_the_blend(grid, trained, tmp_path):
+    """--agreement_blend alone: the cell trains against its trained neighbour's blend, records it,
+    and ends up differently from an independent cell; it needs a cell to train."""
+    exp = tmp_path / "blend" / "exp"
+    extra = ["--agreement_blend", "--agreement_prefix", f"{trained['agree']}-"]
+    trainer = train(grid, exp, 1, extra)
+    assert trainer.agreeing and trainer.agreement.blends_rays and trainer.agreement.weight == 0
+    assert trainer.agreement.used == {0} and "field" not in trainer.agreement_parts
+    state = final_state(exp, 1)
+    assert state["agreement"]["blend"] is True and state["agreement"]["agreed_with"] == [0]
+    plain = final_state(trained["plain"], 1)
+    assert any(not torch.equal(v, state["model_state_dict"][k]) for k, v in plain["model_state_dict"].items())
+    argv = cell_argv(grid, tmp_path / "other", 1, extra)
+    i = argv.index("--cluster_mask_path")
+    with pytest.raises(UserError, match="--agreement_blend needs --cluster_mask_path"):
+        Trainer(parse(train_parser(), argv[:i] + argv[i + 2:]))

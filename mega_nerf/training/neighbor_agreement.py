@@ -81,6 +81,39 @@ class RecordingModel:
         return sigma, rgb
 
 
+class BlendingModel:
+    """``--agreement_blend``: ``model`` as the container will show it, blended with the trained
+    neighbours wherever their routing weights are non-zero (:meth:`NeighborAgreement.blend`).
+
+    Its occupancy is the union of the cell's own grid and the neighbours' grids where they are
+    routed to, as in the container, so samples still land on a neighbour's surfaces that this
+    cell's grid calls empty."""
+
+    def __init__(self, model, agreement: "NeighborAgreement"):
+        self.model = model
+        self.agreement = agreement
+
+    def __getattr__(self, name):  # has_background, has_occupancy, white_background, density
+        return getattr(self.model, name)
+
+    def occupied(self, x):
+        result = self.model.occupied(x)
+        for j, w in self.agreement.routed_neighbors(self.agreement.routing(x)):
+            model = self.agreement.neighbor(j)
+            if getattr(model, "has_occupancy", False):
+                result = result | ((w > 0) & model.occupied(x))
+        return result
+
+    def foreground(self, x, d, appearance):
+        sigma, rgb = self.model.foreground(x, d, appearance)
+        return self.agreement.blend(x, sigma, rgb, lambda m, i: m.foreground(x[i], d[i], appearance[i]))
+
+    def background(self, unit_dir, inv_radius, d, appearance, route_points):
+        sigma, rgb = self.model.background(unit_dir, inv_radius, d, appearance, route_points)
+        return self.agreement.blend(route_points, sigma, rgb, lambda m, i: None if m.bg is None else m.bg(
+            unit_dir[i], inv_radius[i], d[i], appearance[i]))
+
+
 class NeighborAgreement:
     """Agreement of one cell with its trained neighbours.
 
@@ -90,12 +123,14 @@ class NeighborAgreement:
         margin: routing margin of the band (the container's ``boundary_margin``).
         weight, appearance_weight: the loss weights; density_floor: see :mod:`.agreement`.
         skip: cells not to consider (no rays, not trained by the grid).
+        blend: ``--agreement_blend`` (:class:`BlendingModel`).
     """
 
     def __init__(self, cell: int, centroids: torch.Tensor, prefix: str, margin: float, cluster_2d: bool,
                  weight: float, appearance_weight: float, density_floor: float, bounds_dict: dict,
-                 device: torch.device, skip: tuple = ()):
+                 device: torch.device, skip: tuple = (), blend: bool = False):
         self.cell = cell
+        self.blends_rays = blend
         self.centroids = centroids.float().reshape(-1, 3).to(device)
         self.prefix = prefix
         self.margin = margin
@@ -180,6 +215,55 @@ class NeighborAgreement:
                 weight = getattr(model, part).embedding_a.weight
                 weight[rows] = target[rows].to(weight.dtype)
 
+    # ---------------------------------------------------------------- blend
+    def routing(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N, K) the container's routing weights (with this option's margin)."""
+        return routing_weights(points.detach(), self.centroids, self.margin, self.cluster_2d)
+
+    def routed_neighbors(self, weights: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """(N, K) routing weights -> (j, (N,) weights of j) for the trained neighbours some point is
+        routed to."""
+        return [(j, weights[:, j]) for j in sorted(self.paths)
+                if bool((weights[:, j] > 0).any()) and self.neighbor(j) is not None]
+
+    def blend(self, points: torch.Tensor, sigma: torch.Tensor, rgb: torch.Tensor, evaluate) -> tuple:
+        """This cell's predictions blended with the trained neighbours' as the container blends
+        cells, renormalised over the cells trained so far:
+
+            sigma' = (w_k sigma_k + sum_j w_j sigma_j) / (w_k + sum_j w_j)   (rgb likewise)
+
+        over the trained neighbours ``j`` routed to the point (``w`` are the routing weights).  Points
+        no trained neighbour is routed to keep the cell's own values; where the cell's own weight is
+        0 the neighbours answer alone (no gradient), as in the merged model.
+
+        Args:
+            points: (N, 3) routing points; sigma: (N,), rgb: (N, 3) the cell's predictions;
+            evaluate: (model, index) -> (sigma, rgb) of a neighbour at points[index], or None.
+        Returns:
+            sigma (N,), rgb (N, 3) (float32).
+        """
+        weights = self.routing(points)
+        routed = self.routed_neighbors(weights)
+        if not routed:
+            return sigma, rgb
+        mine = weights[:, self.cell]
+        total, num_sigma, num_rgb = mine, mine * sigma.float(), mine[:, None] * rgb.float()
+        for j, w in routed:
+            index = torch.nonzero(w > 0).reshape(-1)
+            with torch.no_grad():
+                out = evaluate(self.neighbor(j), index)
+            if out is None:  # a neighbour without a background model
+                continue
+            self.used.add(j)
+            w = w[index]
+            total = total.index_add(0, index, w)
+            num_sigma = num_sigma.index_add(0, index, w * out[0].float())
+            num_rgb = num_rgb.index_add(0, index, w[:, None] * out[1].float())
+        blended = total > mine
+        scale = total.clamp_min(1e-12)
+        return (torch.where(blended, num_sigma / scale, sigma.float()),
+                torch.where(blended[:, None], num_rgb / scale[:, None], rgb.float()))
+
     # ----------------------------------------------------------------- loss
     def _band_terms(self, route: torch.Tensor, evaluate) -> list[tuple]:
         """Per neighbour with samples in the band: (index, blend weight, neighbour sigma, rgb)."""
@@ -236,8 +320,8 @@ class NeighborAgreement:
     def loss(self, recorder: RecordingModel, model: SceneModel) -> tuple[torch.Tensor | None, dict]:
         """``weight * field_loss + appearance_weight * appearance_loss`` and its parts (floats)."""
         parts, total = {}, None
-        field = self.field_loss(recorder)
-        if field is not None and self.weight > 0:
+        field = self.field_loss(recorder) if recorder is not None and self.weight > 0 else None
+        if field is not None:
             parts["field"] = field.detach()
             total = self.weight * field
         appearance = self.appearance_loss(model) if self.appearance_weight > 0 else None
@@ -256,7 +340,7 @@ class NeighborAgreement:
                 neighbors[j] = entry
             elif entry.get("used"):
                 neighbors[j]["used"] = True
-        return {"weight": self.weight, "appearance_weight": self.appearance_weight, "margin": self.margin,
+        return {"weight": self.weight, "blend": self.blends_rays, "appearance_weight": self.appearance_weight, "margin": self.margin,
                 "density_floor": self.density_floor, "prefix": self.prefix, "neighbors": neighbors,
                 "agreed_with": sorted(int(j) for j, e in neighbors.items() if e.get("used")),
                 "appearance_from": sorted(set(self.appearance_from) | set(self.earlier.get("appearance_from", [])))}

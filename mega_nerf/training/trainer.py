@@ -35,6 +35,7 @@ from mega_nerf.training.cells import unreached_cells
 from mega_nerf.training.coarse_to_fine import hash_encodings, set_coarse_to_fine
 from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
+    BlendingModel,
     NeighborAgreement,
     RecordingModel,
     neighbor_prefix,
@@ -205,12 +206,15 @@ class Trainer:
         return self.args.depth_loss_weight * self.args.depth_loss_decay ** self._schedule_progress(self.iteration)
 
     def _neighbor_agreement(self, params: dict | None) -> NeighborAgreement | None:
-        """``--neighbor_agreement``: the neighbours finished by now (see :mod:`.neighbor_agreement`)."""
+        """``--neighbor_agreement`` / ``--agreement_blend``: the neighbours finished by now (see
+        :mod:`.neighbor_agreement`)."""
         args = self.args
-        if not getattr(args, "neighbor_agreement", 0.0):
+        blend = bool(getattr(args, "agreement_blend", False))
+        if not getattr(args, "neighbor_agreement", 0.0) and not blend:
             return None
-        require(self.cell is not None, "--neighbor_agreement needs --cluster_mask_path (it trains one cell of a "
-                                       "grid against its neighbours)")
+        option = "--agreement_blend" if blend else "--neighbor_agreement"
+        require(self.cell is not None, f"{option} needs --cluster_mask_path (it trains one cell of a "
+                                       f"grid against its neighbours)")
         # Below this density even a ray across the whole field box is more transparent than
         # --occupancy_alpha_threshold: both cells calling a sample empty below it is agreement.
         floor = self.occupancy_threshold / args.occupancy_candidates
@@ -218,7 +222,7 @@ class Trainer:
             self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
             args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
             args.neighbor_agreement, args.agreement_appearance, floor, self.bounds.to_dict(),
-            self.device, skip=tuple(unreached_cells(params)))
+            self.device, skip=tuple(unreached_cells(params)), blend=blend)
 
     @property
     def agreeing(self) -> bool:
@@ -424,10 +428,13 @@ class Trainer:
         else:
             rays_o, rays_d, appearance = table.rays(ids)
         target = rgb_u8.to(self.device).float() / 255
-        recorder = RecordingModel(self.model) if self.agreeing else None
+        recorder = RecordingModel(self.model) if self.agreeing and self.agreement.weight > 0 else None
+        render_model = recorder or self.model
+        if self.agreeing and self.agreement.blends_rays:  # --agreement_blend: rays see the container's blend
+            render_model = BlendingModel(render_model, self.agreement)
         distortion = self.args.distortion_loss_weight
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            out = render_rays(recorder or self.model, rays_o, rays_d, appearance, self.bounds, self.sampling,
+            out = render_rays(render_model, rays_o, rays_d, appearance, self.bounds, self.sampling,
                               train=jitter, with_samples=distortion > 0)
         if observed is None:
             loss = torch.nn.functional.mse_loss(out["rgb"].float(), target)
@@ -445,7 +452,7 @@ class Trainer:
             term = distortion_loss(out["z"].float(), out["weights"].float()).mean()
             total = total + distortion * term
             self.regularizer_parts["distortion"] = term.detach()
-        if recorder is not None:  # --neighbor_agreement with trained neighbours
+        if self.agreeing:  # field agreement and appearance alignment with the trained neighbours
             extra, self.agreement_parts = self.agreement.loss(recorder, self.model)
             if extra is not None:
                 total = total + extra
