@@ -267,7 +267,7 @@ class NeighborAgreement:
     # ----------------------------------------------------------------- loss
     def _band_terms(self, route: torch.Tensor, evaluate) -> list[tuple]:
         """Per neighbour with samples in the band: (index, blend weight, neighbour sigma, rgb)."""
-        weights = routing_weights(route.detach(), self.centroids, self.margin, self.cluster_2d)
+        weights = self.routing(route)
         mine = weights[:, self.cell] > 0
         terms = []
         for j in sorted(self.paths):
@@ -340,7 +340,8 @@ class NeighborAgreement:
                 neighbors[j] = entry
             elif entry.get("used"):
                 neighbors[j]["used"] = True
-        return {"weight": self.weight, "blend": self.blends_rays, "appearance_weight": self.appearance_weight, "margin": self.margin,
+        return {"weight": self.weight, "blend": self.blends_rays, "appearance_weight": self.appearance_weight,
+                "margin": self.margin,
                 "density_floor": self.density_floor, "prefix": self.prefix, "neighbors": neighbors,
                 "agreed_with": sorted(int(j) for j, e in neighbors.items() if e.get("used")),
                 "appearance_from": sorted(set(self.appearance_from) | set(self.earlier.get("appearance_from", [])))}
