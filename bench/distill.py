@@ -169,7 +169,8 @@ def main() -> None:
                          "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
                          "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
                          "occupied_fraction": info["occupied_fraction"],
-                         "occupied_with_density": info.get("occupied_with_density")}
+                         "occupied_with_density": info.get("occupied_with_density"),
+                         "occupancy_candidates": metrics.get("sampling", {}).get("occupancy_candidates")}
     teacher = rows["teacher"]
     verdicts = {row: against_target(teacher, r) for row, r in rows.items() if row.split("@")[0] == "hash"}
     verdict = verdicts.get("hash")

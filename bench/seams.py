@@ -83,23 +83,53 @@ def _grid(work: Path, preset: str, num_images: int | None, grid_dim: tuple[int, 
     return data, masks
 
 
+def _grid_argv(work: Path, data: Path, masks: Path, name: str) -> list[str]:
+    """The flags that place a variant's cells (EXP-k), chunks and masks."""
+    return ["--config_file", str(data / "config.yaml"), "--exp_name", str(work / name / "exp"), "--dataset_path",
+            str(data), "--chunk_paths", str(work / "chunks" / "cell"), "--cluster_mask_path", str(masks)]
+
+
 def _variant(work: Path, data: Path, masks: Path, name: str, iterations: int, train_argv: list[str],
              eval_argv: list[str]) -> dict:
     """Train every cell, merge, evaluate with seam metrics; the numbers of one variant."""
-    from mega_nerf.config import eval_parser, parse, train_cells_parser
+    from mega_nerf.config import parse, train_cells_parser
+    from mega_nerf.training.grid_runner import train_cells
+
+    started = time.perf_counter()
+    code = train_cells(parse(train_cells_parser(), [*_grid_argv(work, data, masks, name), *train_argv]))
+    if code != 0:
+        raise SystemExit(f"{name}: train_cells failed (exit {code})")
+    return _evaluate(work, data, masks, name, iterations, eval_argv, time.perf_counter() - started)
+
+
+def _refined(work: Path, data: Path, masks: Path, name: str, iterations: int, refine_iterations: int,
+             train_argv: list[str], eval_argv: list[str], blend: bool) -> dict:
+    """The independent cells, copied, then refined at their seams (``blend``) or continued alone
+    for as many iterations at the same lr (the control); merged and evaluated."""
+    import shutil
+
+    from mega_nerf.config import parse, refine_seams_parser
+    from mega_nerf.training.seam_refine import refine_seams
+
+    for cell_dir in sorted((work / "independent").glob("exp-*")):
+        target = work / name / cell_dir.name
+        if not target.exists():
+            shutil.copytree(cell_dir, target)
+    started = time.perf_counter()
+    refine_seams(parse(refine_seams_parser(), [*_grid_argv(work, data, masks, name), *train_argv,
+                                               "--seam_refine_iterations", str(refine_iterations)]), blend=blend)
+    return _evaluate(work, data, masks, name, iterations, eval_argv, time.perf_counter() - started)
+
+
+def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, eval_argv: list[str],
+              train_seconds: float) -> dict:
+    """Merge a variant's cells (a refined cell's refined checkpoint) and evaluate with seam metrics."""
+    from mega_nerf.config import eval_parser, parse
     from mega_nerf.container.merge import merge, merge_parser
     from mega_nerf.evaluation.evaluator import evaluate
-    from mega_nerf.training.grid_runner import train_cells
 
     config = data / "config.yaml"
     exp = work / name / "exp"
-    started = time.perf_counter()
-    code = train_cells(parse(train_cells_parser(), [
-        "--config_file", str(config), "--exp_name", str(exp), "--dataset_path", str(data),
-        "--chunk_paths", str(work / "chunks" / "cell"), "--cluster_mask_path", str(masks), *train_argv]))
-    train_seconds = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"{name}: train_cells failed (exit {code})")
     container = work / name / "container.pt"
     merge(parse(merge_parser(), ["--config_file", str(config), "--ckpt_prefix", f"{exp}-", "--centroid_path",
                                  str(masks / "params.pt"), "--output", str(container), "--overwrite",
@@ -116,7 +146,7 @@ def _variant(work: Path, data: Path, masks: Path, name: str, iterations: int, tr
         summary = json.loads((cell_dir / "train_summary.json").read_text())
         cells[cell_dir.name.rsplit("-", 1)[1]] = {
             "agreed_with": (summary.get("agreement") or {}).get("agreed_with", []),
-            "final_train_psnr": summary.get("final_train_psnr")}
+            "final_train_psnr": summary.get("final_train_psnr"), "iterations": summary.get("iterations")}
     return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
             "seam_psnr": seams["seam"]["psnr"], "seam_mean_abs_error": seams["seam"]["mean_abs_error"],
             "rest_psnr": seams["rest"]["psnr"], "rest_mean_abs_error": seams["rest"]["mean_abs_error"],
@@ -126,6 +156,8 @@ def _variant(work: Path, data: Path, masks: Path, name: str, iterations: int, tr
             "seams": seams}
 
 
+#: Names the result uses for itself (not --variant names).
+RESERVED = ("independent", "continued", "refined", "delta", "baseline")
 DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "rest_psnr", "rest_mean_abs_error", "blend_psnr",
               "cell_color_gap")
 
@@ -137,7 +169,7 @@ def agreement_flags(neighbor_agreement: float = 1.0, agreement_appearance: float
 def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] = (2, 2),
                     train_iterations: int = 500, variants: dict[str, str] | None = None,
                     train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, refine_iterations: int = 0) -> dict:
     """Train a grid of the synthetic city with independent cells and with each variant's agreement
     flags, merge and evaluate each; seam and overall numbers of each.
 
@@ -147,8 +179,13 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
         variants: name -> extra train_cells flags (default: ``agreement`` with ``--neighbor_agreement
             1.0 --agreement_appearance 0.1``).
         train_extra, eval_extra: extra train_cells.py / eval.py flags.
+        refine_iterations: > 0 adds two variants made from the independent cells: ``continued``
+            (each cell trained on alone this many iterations at its final lr) and ``refined``
+            (``scripts/refine_seams.py``: the same iterations through the container's blend); the
+            ``refined`` delta is against ``continued``, so the extra iterations cancel out.
     Returns:
-        {"independent": numbers, NAME: numbers, ..., "delta": {NAME: NAME minus independent}}, each
+        {"independent": numbers, NAME: numbers, ..., "delta": {NAME: NAME minus its baseline},
+        "baseline": {NAME: baseline}} (the baseline is ``independent`` but for ``refined``), each
         numbers dict with psnr (overall), seam_psnr, seam_mean_abs_error, rest_psnr, rest_mean_abs_error
         (every other foreground pixel), blend_psnr, interior_psnr, cell_color_gap, seam_fraction,
         train_seconds and per-cell agreed_with.
@@ -159,16 +196,24 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    variants = variants or {"agreement": agreement_flags()}
+    variants = {"agreement": agreement_flags()} if variants is None else variants
     data, masks = _grid(work, preset, num_images, grid_dim, seed)
-    common = ["--train_iterations", str(train_iterations), "--ckpt_interval", str(train_iterations),
-              "--progress_interval", "30", *train_extra]
+    trained = ["--train_iterations", str(train_iterations), "--ckpt_interval", str(train_iterations), *train_extra]
+    common = [*trained, "--progress_interval", "30"]  # train_cells only
     out = {"independent": _variant(work, data, masks, "independent", train_iterations, common, list(eval_extra))}
+    baseline = {}
     for name, flags in variants.items():
         out[name] = _variant(work, data, masks, name, train_iterations, common + flags.split(), list(eval_extra))
-    out["delta"] = {name: {key: (None if out[name][key] is None or out["independent"][key] is None
-                                 else out[name][key] - out["independent"][key]) for key in DELTA_KEYS}
-                    for name in variants}
+        baseline[name] = "independent"
+    if refine_iterations > 0:
+        for name, blend in (("continued", False), ("refined", True)):
+            out[name] = _refined(work, data, masks, name, train_iterations, refine_iterations, trained,
+                                 list(eval_extra), blend)
+        baseline.update(continued="independent", refined="continued")
+    out["delta"] = {name: {key: (None if out[name][key] is None or out[base][key] is None
+                                 else out[name][key] - out[base][key]) for key in DELTA_KEYS}
+                    for name, base in baseline.items()}
+    out["baseline"] = baseline
     return out
 
 
@@ -176,18 +221,18 @@ def table(result: dict) -> str:
     cols = [("psnr", "PSNR"), ("seam_psnr", "seam PSNR"), ("seam_mean_abs_error", "seam MAE"),
             ("rest_psnr", "rest PSNR"), ("rest_mean_abs_error", "rest MAE"), ("blend_psnr", "blend PSNR"),
             ("cell_color_gap", "cell gap"), ("train_seconds", "train s")]
-    variants = [name for name in result if name not in ("independent", "delta")]
-    lines = [f"{'variant':<16}" + "".join(f"{title:>12}" for _, title in cols)]
+    variants = [name for name in result if name not in ("independent", "delta", "baseline")]
+    lines = [f"{'variant':<20}" + "".join(f"{title:>12}" for _, title in cols)]
     rows = [("independent", result["independent"])]
     for name in variants:
-        rows += [(name, result[name]), (f"  delta", result["delta"][name])]
+        rows += [(name, result[name]), (f"  - {result['baseline'][name]}", result["delta"][name])]
     for label, row in rows:
         cells = []
         for key, _ in cols:
             value = row.get(key)
             cells.append(f"{'-':>12}" if value is None else f"{value:>12.4f}" if "error" in key or "gap" in key
                          else f"{value:>12.2f}")
-        lines.append(f"{label:<16}" + "".join(cells))
+        lines.append(f"{label:<20}" + "".join(cells))
     seam = result["independent"]
     lines.append(f"seam pixels: {seam['seam_pixels']} ({100 * seam['seam_fraction']:.1f} % of the foreground "
                  f"pixels scored)")
@@ -210,6 +255,9 @@ def main(argv=None) -> dict:
                    help="a named set of train_cells flags compared with independent cells (repeatable), e.g. "
                         "blend=--agreement_blend; default: agreement='--neighbor_agreement W "
                         "--agreement_appearance A' from the two flags above")
+    p.add_argument("--refine", type=int, default=0, metavar="ITERATIONS",
+                   help="also refine the independent cells at their seams for this many iterations per cell "
+                        "(scripts/refine_seams.py) and continue them alone as long (the control)")
     p.add_argument("--train_extra", default="", help="extra train_cells flags, e.g. '--batch_size 8192'")
     p.add_argument("--eval_extra", default="", help="extra eval.py flags")
     p.add_argument("--smoke", action="store_true", help="CPU smoke run: tiny fields, 80 steps per cell")
@@ -226,20 +274,21 @@ def main(argv=None) -> dict:
     variants = {}
     for spec in args.variant:
         name, sep, flags = spec.partition("=")
-        if not sep or not name.isidentifier() or name in ("independent", "delta"):
-            raise SystemExit(f"--variant {spec!r}: expected NAME=FLAGS (NAME a word other than independent, delta)")
+        if not sep or not name.isidentifier() or name in RESERVED:
+            raise SystemExit(f"--variant {spec!r}: expected NAME=FLAGS (NAME a word other than {', '.join(RESERVED)})")
         variants[name] = flags
-    variants = variants or {"agreement": agreement_flags(args.neighbor_agreement, args.agreement_appearance)}
+    if not variants and not args.refine:  # the default comparison
+        variants = {"agreement": agreement_flags(args.neighbor_agreement, args.agreement_appearance)}
     result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, variants, train_extra,
-                             args.eval_extra.split(), args.num_images)
+                             args.eval_extra.split(), args.num_images, refine_iterations=args.refine)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     record = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
               "versions": versions(), "preset": args.preset, "num_images": args.num_images,
               "grid_dim": args.grid_dim, "train_iterations": iterations, "smoke": args.smoke,
-              "variants": variants, "train_extra": train_extra, "wall_seconds": time.time() - started,
-              **{k: ({kk: vv for kk, vv in v.items() if kk != "seams"} if k != "delta" else v)
+              "variants": variants, "refine_iterations": args.refine, "train_extra": train_extra, "wall_seconds": time.time() - started,
+              **{k: ({kk: vv for kk, vv in v.items() if kk != "seams"} if k not in ("delta", "baseline") else v)
                  for k, v in result.items()},
-              "seams": {k: v["seams"] for k, v in result.items() if k != "delta"}}
+              "seams": {k: v["seams"] for k, v in result.items() if k not in ("delta", "baseline")}}
     write_result(args.name, record, Path(args.results_dir) if args.results_dir else None)
     print(table(result))
     return record

@@ -239,6 +239,28 @@ def train_parser() -> configargparse.ArgumentParser:
     return p
 
 
+def refine_seams_parser() -> configargparse.ArgumentParser:
+    """train.py's options plus the refinement's (``scripts/refine_seams.py``)."""
+    p = train_parser()
+    p.description = ("Refine a trained grid at its seams: each cell, one after the other, trains a few more "
+                     "iterations at its schedule's final learning rate with its rays rendered through the "
+                     "blend the merged container shows, with every other cell trained and frozen. Cell k is "
+                     "EXP_NAME-k (chunks CHUNK_PATHS-k, masks CLUSTER_MASK_PATH/k), as train_cells trains it.")
+    for action in p._actions:
+        if action.dest == "exp_name":
+            action.help = "experiment prefix: cell k is EXP_NAME-k (trained by train_cells or the job list)"
+        elif action.dest == "cluster_mask_path":
+            action.help = "the mask folder (MASKS, with params.pt) the cells were trained with"
+            action.required = True
+    g = p.add_argument_group("seam refinement")
+    g.add_argument("--seam_refine_iterations", type=int, default=300,
+                   help="iterations each cell trains through the blend (its newest checkpoint becomes "
+                        "iteration N + this; the trained one at N is kept)")
+    g.add_argument("--cells", type=int, nargs="+", default=None,
+                   help="refine only these cells (default: every trained cell), in this order")
+    return p
+
+
 def train_cells_parser() -> configargparse.ArgumentParser:
     """train.py's options, for every cell of a grid at once (``mega_nerf.train_cells``)."""
     p = train_parser()
@@ -352,4 +374,23 @@ def parse(parser: configargparse.ArgumentParser, argv: Optional[Sequence[str]] =
     except OSError as e:
         raise UserError(f"cannot read config: {e}") from None
     validate_common(args)
+    # Which options the command line itself set (not a config file, not a default): a setting stored
+    # with a model (a student's render settings) gives way only to these.
+    given = {token.partition("=")[0] for token in tokens if token.startswith("--")}
+    args.command_line = sorted({a.dest for a in parser._actions if given & set(a.option_strings)})
     return args
+
+
+def apply_render_settings(args: argparse.Namespace, model, where: str) -> dict:
+    """Set the render flags stored with ``model`` (``render_settings``, e.g. a distilled student's
+    ``occupancy_candidates``) on ``args``, except those given on the command line; returns the ones set."""
+    applied = {}
+    for name, value in (getattr(model, "render_settings", None) or {}).items():
+        if hasattr(args, name) and name not in getattr(args, "command_line", ()) and getattr(args, name) != value:
+            applied[name] = value
+            setattr(args, name, value)
+    if applied:
+        flags = ", ".join(f"--{k} {v}" for k, v in applied.items())
+        print(f"{where}: rendering with {flags}, as stored with the model (set the flag on the command line to "
+              f"override)", flush=True)
+    return applied

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,83 @@ def test_a_cell_trains_through_the_blend(grid, trained, tmp_path):
     i = argv.index("--cluster_mask_path")
     with pytest.raises(UserError, match="--agreement_blend needs --cluster_mask_path"):
         Trainer(parse(train_parser(), argv[:i] + argv[i + 2:]))
+
+
+# --------------------------------------------------------------------------- seam refinement
+def refine_argv(grid: dict, exp: Path, chunks: Path, iterations: int) -> list[str]:
+    return ["--config_file", str(grid["data"]["config"]), "--exp_name", str(exp), "--dataset_path",
+            str(grid["data"]["path"]), "--chunk_paths", str(chunks), "--cluster_mask_path", str(grid["masks"]),
+            *TINY, "--seam_refine_iterations", str(iterations)]
+
+
+def copy_cells(source: Path, exp: Path) -> None:
+    for cell in (0, 1):
+        shutil.copytree(Path(f"{source}-{cell}"), Path(f"{exp}-{cell}"))
+
+
+def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tmp_path):
+    """Each trained cell trains on through the blend with the other (the second one refined sees
+    the first refined), at the schedule's final lr; the trained checkpoint is kept, a longer
+    refinement resumes where a shorter one ended, merge --train_iterations takes the refined cells,
+    and the control (blend=False) continues the cells alone."""
+    from mega_nerf.config import refine_seams_parser
+    from mega_nerf.container.merge import _final_checkpoint
+    from mega_nerf.training.seam_refine import refine_seams
+
+    exp, control = tmp_path / "refine" / "exp", tmp_path / "control" / "exp"
+    copy_cells(trained["plain"], exp)
+    copy_cells(trained["plain"], control)
+    chunks = tmp_path / "chunks" / "cell"
+    first = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 2)))
+    result = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 4)))  # resumes at 14
+    order = result["order"]
+    assert sorted(order) == [0, 1] and first["order"] == order
+    assert result["cells"][str(order[0])]["neighbors"] == [order[1]]
+    assert result["cells"][str(order[1])]["neighbors"] == [order[0]]
+    args = parse(train_parser(), cell_argv(grid, exp, 0))
+    final_lr = Trainer(args).lr * args.lr_decay_factor
+    for cell in (0, 1):
+        cell_dir = Path(f"{exp}-{cell}")
+        record = result["cells"][str(cell)]
+        assert record["from_iteration"] == ITERATIONS and record["end_iteration"] == ITERATIONS + 4
+        assert sorted(int(p.stem) for p in (cell_dir / "models").glob("*.pt")) == [ITERATIONS, ITERATIONS + 4]
+        refined = torch.load(cell_dir / "models" / f"{ITERATIONS + 4}.pt", map_location="cpu", weights_only=False)
+        assert refined["seam_refine"] == {"from_iteration": ITERATIONS, "iterations": 4, "blend": True}
+        assert refined["agreement"]["blend"] is True and refined["agreement"]["agreed_with"] == [1 - cell]
+        assert all(g["lr"] == pytest.approx(final_lr) for g in refined["optimizer"]["param_groups"])
+        trained_state = final_state(trained["plain"], cell)["model_state_dict"]
+        assert any(not torch.equal(v, refined["model_state_dict"][k]) for k, v in trained_state.items())
+        summary = json.loads((cell_dir / "train_summary.json").read_text())
+        assert summary["iterations"] == ITERATIONS + 4 and summary["seam_refine"]["from_iteration"] == ITERATIONS
+        assert _final_checkpoint(cell_dir, ITERATIONS).name == f"{ITERATIONS + 4}.pt"
+    assert json.loads((exp / "seam_refine.json").read_text())["order"] == order
+    # Refined cells are not refined again.
+    before = {cell: (Path(f"{exp}-{cell}") / "models" / f"{ITERATIONS + 4}.pt").stat().st_mtime_ns for cell in (0, 1)}
+    refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 4)))
+    assert all((Path(f"{exp}-{c}") / "models" / f"{ITERATIONS + 4}.pt").stat().st_mtime_ns == t
+               for c, t in before.items())
+    # The control continues alone: no neighbour, other weights than the blend's.
+    alone = refine_seams(parse(refine_seams_parser(), refine_argv(grid, control, chunks, 4)), blend=False)
+    assert all(alone["cells"][str(c)]["neighbors"] == [] for c in (0, 1))
+    for cell in (0, 1):
+        mine = torch.load(Path(f"{control}-{cell}") / "models" / f"{ITERATIONS + 4}.pt", map_location="cpu",
+                          weights_only=False)
+        assert mine["seam_refine"]["blend"] is False and "agreement" not in mine
+        blended = torch.load(Path(f"{exp}-{cell}") / "models" / f"{ITERATIONS + 4}.pt", map_location="cpu",
+                             weights_only=False)
+        assert any(not torch.equal(v, blended["model_state_dict"][k]) for k, v in mine["model_state_dict"].items())
+
+
+def test_seam_refinement_needs_trained_cells(grid, trained, tmp_path):
+    from mega_nerf.config import refine_seams_parser
+    from mega_nerf.training.seam_refine import main
+
+    exp = tmp_path / "half" / "exp"
+    shutil.copytree(Path(f"{trained['plain']}-0"), Path(f"{exp}-0"))  # cell 1 never trained
+    argv = refine_argv(grid, exp, tmp_path / "chunks", 4)
+    assert parse(refine_seams_parser(), argv).seam_refine_iterations == 4
+    with pytest.raises(UserError, match="cells 1 of .* are not trained to the end"):
+        main(argv)
+    with pytest.raises(UserError, match="--seam_refine_iterations must be > 0"):
+        main(refine_argv(grid, exp, tmp_path / "chunks", 0))
+    assert not (Path(f"{exp}-0") / "models" / f"{ITERATIONS + 4}.pt").exists()

@@ -286,16 +286,42 @@ def test_student_of_each_type_fits_a_teacher_of_another_type(scene, student_type
     assert 0 < student.occupancy_grids[0].occupied_fraction() < 1
 
 
-def test_eval_py_evaluates_a_student(scene):
+def test_eval_py_evaluates_a_student_with_its_stored_candidates(scene, tmp_path):
+    """The student stores the occupancy candidates to render it with (half of distillation's 48, but
+    at least the 24 samples); eval.py uses them over a config file's value, and a command-line
+    --occupancy_candidates over them."""
     from mega_nerf.evaluation.evaluator import main as evaluate_main
 
-    out = scene["root"] / "eval-student"
-    metrics = evaluate_main(["--config_file", str(scene["info"]["config"]), "--exp_name", str(out), "--dataset_path",
-                             str(scene["info"]["path"]), "--container_path", str(scene["root"] / "student-hash.pt"),
-                             "--output_path", str(out), "--val_scale_factor", "1", "--coarse_samples", "12",
-                             "--fine_samples", "12", "--bg_samples", "4", "--occupancy_candidates", "48",
-                             "--device", "cpu", *COMMON])
-    assert metrics["images"] == len(scene["dataset"].val) and math.isfinite(metrics["psnr"]["mean"])
+    path = scene["root"] / "student-hash.pt"
+    assert load_container(path).render_settings == {"occupancy_candidates": 24}
+    config = tmp_path / "config.yaml"
+    config.write_text(scene["info"]["config"].read_text() + "\noccupancy_candidates: 96\n")
+
+    def evaluate(name: str, *extra) -> dict:
+        out = tmp_path / name
+        return evaluate_main(["--config_file", str(config), "--exp_name", str(out), "--dataset_path",
+                              str(scene["info"]["path"]), "--container_path", str(path), "--output_path", str(out),
+                              "--val_scale_factor", "1", "--coarse_samples", "12", "--fine_samples", "12",
+                              "--bg_samples", "4", "--device", "cpu", *COMMON, *extra])
+
+    stored = evaluate("stored")
+    assert stored["images"] == len(scene["dataset"].val) and math.isfinite(stored["psnr"]["mean"])
+    assert stored["sampling"]["occupancy_candidates"] == 24
+    assert stored["render_settings_from_model"] == {"occupancy_candidates": 24}
+    given = evaluate("given", "--occupancy_candidates", "48")
+    assert given["sampling"]["occupancy_candidates"] == 48 and given["render_settings_from_model"] == {}
+    # What distill.py stores: half the candidates with visibility pruning, the flag's value, or nothing.
+    student = load_container(path)
+    args = distill_cli.distill_parser().parse_args(cli_args(scene, tmp_path / "s.pt", "hash"))
+    assert distill_cli.student_render_settings(args, student) == {"occupancy_candidates": 24}
+    args.occupancy_candidates = 512
+    assert distill_cli.student_render_settings(args, student) == {"occupancy_candidates": 256}
+    args.visibility_threshold = 0.0
+    assert distill_cli.student_render_settings(args, student) == {}
+    args.render_occupancy_candidates = 300
+    assert distill_cli.student_render_settings(args, student) == {"occupancy_candidates": 300}
+    args.render_occupancy_candidates = 0
+    assert distill_cli.student_render_settings(args, student) == {}
 
 
 def test_cached_teacher_gives_the_same_student_as_live(scene, tmp_path):

@@ -40,6 +40,7 @@ class Container(nn.Module):
             raise UserError("cells disagree on bg_nerf, appearance count, appearance_dim or white_background; "
                             "train every cell with the same dataset and those options")
         self.model_configs = configs
+        self.render_settings: dict = {}  # render flags this model is best rendered with (see save_container)
         self.bounds = bounds
         self.cell_ids = list(cell_ids)
         self.boundary_margin = boundary_margin
@@ -115,13 +116,16 @@ class Container(nn.Module):
 
 def save_container(container: Container, path: Path, extra: dict | None = None) -> None:
     """Write ``container`` atomically; ``extra`` (e.g. how a distilled student was made) is kept
-    under the key ``'extra'`` and ignored by :func:`load_container`."""
+    under the key ``'extra'`` and ignored by :func:`load_container`.  ``container.render_settings``
+    (render flags the model is best rendered with, e.g. a student's ``occupancy_candidates``) are
+    kept under ``'render'``."""
     atomic_torch_save({
         "format": FORMAT, "model_configs": container.model_configs, "bounds": container.bounds.to_dict(),
         "centroids": container.centroids.cpu(), "cell_ids": container.cell_ids,
         "boundary_margin": container.boundary_margin, "cluster_2d": container.cluster_2d,
         "state_dict": {k: v.cpu() for k, v in container.state_dict().items()},
         **({"extra": extra} if extra else {}),
+        **({"render": dict(container.render_settings)} if container.render_settings else {}),
     }, path)
 
 
@@ -140,4 +144,5 @@ def load_container(path: Path, device: torch.device | str = "cpu",
     container = Container(data["model_configs"], SceneBounds.from_dict(data["bounds"]), data["centroids"],
                           data["cell_ids"], boundary_margin or data["boundary_margin"], data["cluster_2d"])
     container.load_state_dict(data["state_dict"])
+    container.render_settings = dict(data.get("render") or {})
     return container.to(device).eval()

@@ -11,6 +11,7 @@ from mega_nerf.config import add_scene_options, new_parser, parse
 from mega_nerf.container.container import Container, save_container
 from mega_nerf.errors import UserError, require
 from mega_nerf.geometry.bounds import SceneBounds
+from mega_nerf.training.cells import train_summary
 from mega_nerf.training.trainer import checkpoints
 
 
@@ -32,6 +33,11 @@ def _final_checkpoint(cell_dir: Path, iterations) -> Path:
     found = checkpoints(cell_dir)
     require(found, f"{cell_dir}: no checkpoint in {cell_dir}/models; train this cell first")
     if iterations is None:
+        return found[-1][1]
+    # A cell refined at its seams (refine_seams.py) after training to ``iterations``: its refined one.
+    summary = train_summary(cell_dir) or {}
+    refined = summary.get("seam_refine") or {}
+    if refined.get("from_iteration") == iterations and summary.get("iterations") == found[-1][0]:
         return found[-1][1]
     for iteration, path in found:
         if iteration == iterations:

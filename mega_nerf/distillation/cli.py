@@ -120,6 +120,12 @@ def distill_parser():
     g.add_argument("--visibility_threshold", type=float, default=0.01,
                    help="after distilling, keep occupied only the cells where a ray of some view gives a sample at "
                         "least this weight (0: keep every cell the student has density in)")
+    g.add_argument("--render_occupancy_candidates", type=int, default=None,
+                   help="occupancy candidates per ray stored with the student, with which eval.py renders it "
+                        "unless --occupancy_candidates is given on its command line (default: half of "
+                        "--occupancy_candidates when --visibility_threshold prunes the student's grid to the "
+                        "surfaces the views see, where half place the samples as densely and render faster, "
+                        "bench/results/distill_brighton.json; 0 = store none)")
     g.add_argument("--max_packs_in_memory", type=int, default=64, help="view packs kept in memory")
     g.add_argument("--random_seed", type=int, default=0)
     g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
@@ -226,6 +232,18 @@ def occupancy_from_setup(setup: dict, aabb: torch.Tensor, device) -> OccupancyGr
     grid.density.copy_(density)
     grid.occupied.copy_(setup["occupancy"]["occupied"])
     return grid
+
+
+def student_render_settings(args: argparse.Namespace, student) -> dict:
+    """The render flags stored with the student (``--render_occupancy_candidates``; see its help)."""
+    if student.occupancy_grids is None:
+        return {}
+    candidates = args.render_occupancy_candidates
+    if candidates is None:
+        if args.visibility_threshold <= 0:
+            return {}
+        candidates = max(args.occupancy_candidates // 2, args.coarse_samples + args.fine_samples)
+    return {"occupancy_candidates": candidates} if candidates > 0 else {}
 
 
 def region_name(cell: int | None) -> str:
@@ -403,6 +421,7 @@ def distill(args: argparse.Namespace) -> dict:
                                         args.rays_per_view, args.visibility_threshold, device, seed=args.random_seed)
             print(f"student occupancy: {100 * dense:.1f} % of the box holds density, {100 * occupied:.1f} % is "
                   f"seen by the views (--visibility_threshold {args.visibility_threshold:g})", flush=True)
+    student.render_settings = student_render_settings(args, student)
     info = {"teacher": identity, "teacher_path": str(container_path), "config": cfg, "done": done,
             "settings": settings.to_dict(), "packs": pack_settings, "adapters": adapters.cpu().state_dict()}
     save_student(student, output, info)
@@ -451,6 +470,8 @@ def build_cache(cache: TeacherCache, regions: list[dict], pack_maker, teacher, d
 def main(argv=None) -> dict:
     args = parse(distill_parser(), argv)
     require(math.isfinite(args.density_weight), "--density_weight must be finite")
+    require(args.render_occupancy_candidates is None or args.render_occupancy_candidates >= 0,
+            f"--render_occupancy_candidates must be >= 0, got {args.render_occupancy_candidates}")
     require(0 <= args.visibility_threshold < 1, f"--visibility_threshold must be in [0, 1), got "
                                                 f"{args.visibility_threshold:g}")
     return distill(args)

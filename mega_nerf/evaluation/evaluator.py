@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from mega_nerf import distributed
-from mega_nerf.config import eval_parser, parse
+from mega_nerf.config import apply_render_settings, eval_parser, parse
 from mega_nerf.container.container import load_container
 from mega_nerf.data.format import load_dataset
 from mega_nerf.errors import require
@@ -94,6 +94,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     require(dataset.val, f"{args.dataset_path}/val: no validation images to evaluate")
     phase_done("load_dataset")
     model, bounds = load_model(args, device)
+    applied = apply_render_settings(args, model, args.container_path or args.ckpt_path)
     phase_done("load_model")
     require(abs(bounds.pose_scale_factor - dataset.pose_scale_factor) < 1e-6 * dataset.pose_scale_factor,
             f"{args.dataset_path}: pose_scale_factor differs from the model's; evaluate on the dataset it was "
@@ -139,7 +140,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             "rays_per_second": sum(r["rays"] for r in gathered) / max(total_seconds, 1e-9),
             "seconds_per_image": total_seconds / max(len(gathered), 1),
             "processes": info.world_size, "device": str(device), "main_rank_phase_seconds": phases,
-            "model": str(args.container_path or args.ckpt_path), "per_image": gathered,
+            "model": str(args.container_path or args.ckpt_path),
+            "sampling": {"occupancy_candidates": args.occupancy_candidates, "coarse_samples": args.coarse_samples,
+                         "fine_samples": args.fine_samples, "bg_samples": args.bg_samples},
+            "render_settings_from_model": applied, "per_image": gathered,
         }
         if getattr(args, "seam_metrics", False):
             metrics["seams"] = summarize_seams([r.get("seams") for r in gathered])

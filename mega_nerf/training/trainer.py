@@ -138,9 +138,18 @@ class Trainer:
     other ranks of a data-parallel group (see :mod:`mega_nerf.distributed.data_parallel`): then
     only the group's leader writes chunks, checkpoints, logs and the summary."""
 
-    def __init__(self, args: argparse.Namespace, group: Optional[CellGroup] = None):
+    def __init__(self, args: argparse.Namespace, group: Optional[CellGroup] = None, refine_iterations: int = 0,
+                 refine_blend: bool = True):
+        """``refine_iterations`` > 0: seam refinement of a trained cell (:mod:`.seam_refine`): this many
+        more iterations at the schedule's final values (lr, coarse-to-fine levels, depth weight), with
+        its rays rendered through the blend with every trained neighbour (``refine_blend``; False
+        continues the cell alone, the fair control of a benchmark)."""
         self.args = args
         self.group = group
+        require(refine_iterations >= 0, f"seam refinement iterations must be >= 0, got {refine_iterations}")
+        self.refine_iterations = refine_iterations
+        self.refine_blend = refine_blend and refine_iterations > 0
+        self.refine_from: Optional[int] = None  # the iteration the trained cell's refinement started at
         self.leader = group is None or group.is_leader
         self.show_progress = True  # the per-step progress bar (the leader's only)
         require(group is None or args.train_seconds is None,
@@ -209,10 +218,15 @@ class Trainer:
         """``--neighbor_agreement`` / ``--agreement_blend``: the neighbours finished by now (see
         :mod:`.neighbor_agreement`)."""
         args = self.args
-        blend = bool(getattr(args, "agreement_blend", False))
-        if not getattr(args, "neighbor_agreement", 0.0) and not blend:
+        blend = bool(getattr(args, "agreement_blend", False)) or self.refine_blend
+        if self.refine_iterations:  # refinement: the blend only (no pull toward neighbours, no alignment)
+            weight, appearance = 0.0, 0.0
+        else:
+            weight, appearance = getattr(args, "neighbor_agreement", 0.0), getattr(args, "agreement_appearance", 0.0)
+        if not weight and not blend:
             return None
-        option = "--agreement_blend" if blend else "--neighbor_agreement"
+        option = ("seam refinement" if self.refine_blend else "--agreement_blend" if blend
+                  else "--neighbor_agreement")
         require(self.cell is not None, f"{option} needs --cluster_mask_path (it trains one cell of a "
                                        f"grid against its neighbours)")
         # Below this density even a ray across the whole field box is more transparent than
@@ -221,7 +235,7 @@ class Trainer:
         return NeighborAgreement(
             self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
             args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
-            args.neighbor_agreement, args.agreement_appearance, floor, self.bounds.to_dict(),
+            weight, appearance, floor, self.bounds.to_dict(),
             self.device, skip=tuple(unreached_cells(params)), blend=blend)
 
     @property
@@ -281,6 +295,8 @@ class Trainer:
                  "model_state_dict": self.model.state_dict(), "time_marks": self.time_marks}
         if self.agreement is not None:
             state["agreement"] = self.agreement.record()
+        if self.refine_from is not None:
+            state["seam_refine"] = self.refine_record()
         if resumable:
             state.update({
                 "optimizer": self.optimizer.state_dict(), "stream_state": self.stream_state,
@@ -302,9 +318,10 @@ class Trainer:
         self._write_checkpoint(path)
         # Keep only the newest and the final one (hash-grid checkpoints are large); a time-based
         # run's final one is its newest, and its time marks (t<S>.pt) are never touched here.
-        final = self.args.train_iterations if self.args.train_seconds is None else None
+        # A refinement also keeps the trained cell's final checkpoint it started from.
+        keep = {self.args.train_iterations if self.args.train_seconds is None else None, self.refine_from}
         for iteration, old in checkpoints(self.exp_dir):
-            if old != path and iteration != final:
+            if old != path and iteration not in keep:
                 old.unlink(missing_ok=True)
         return path
 
@@ -312,6 +329,8 @@ class Trainer:
         path = Path(self.args.ckpt_path) if self.args.ckpt_path else None
         if path is None:
             found = checkpoints(self.exp_dir)
+            require(found or not self.refine_iterations,
+                    f"{self.exp_dir}: no checkpoint to refine; train the cell first (train_cells / train.py)")
             if not found:
                 return
             path = found[-1][1]
@@ -338,7 +357,21 @@ class Trainer:
         torch.set_rng_state(state["torch_random_state"])
         np.random.set_state(state["np_random_state"])
         random.setstate(state["random_state"])
+        if self.refine_iterations:
+            earlier = state.get("seam_refine") or {}
+            self.refine_from = int(earlier.get("from_iteration", self.iteration))
         print(f"resumed from {path} at iteration {self.iteration}", flush=True)
+
+    def refine_record(self) -> dict:
+        """What checkpoints and the summary say about a seam refinement."""
+        return {"from_iteration": self.refine_from, "iterations": self.refine_iterations, "blend": self.refine_blend}
+
+    def final_iteration(self) -> Optional[int]:
+        """The iteration this run ends at: ``--train_iterations``, or the refinement's end (None: a
+        time-based run)."""
+        if self.refine_from is not None:
+            return self.refine_from + self.refine_iterations
+        return None if self.args.train_seconds is not None else self.args.train_iterations
 
     # ----------------------------------------------------------------- loop
     def _lr(self, iteration: int) -> float:
@@ -349,6 +382,8 @@ class Trainer:
     def _schedule_progress(self, iteration: int) -> float:
         """How far the schedule is, in [0, 1]: over ``train_iterations``, or over ``train_seconds`` of
         the training clock with ``--lr_schedule time`` (the lr and the depth weight decay on it)."""
+        if self.refine_iterations:  # refinement continues at the schedule's end
+            return 1.0
         if self.args.lr_schedule == "time" and self.args.train_seconds is not None:
             progress = self.clock.seconds / self.args.train_seconds
         else:
@@ -356,6 +391,8 @@ class Trainer:
         return min(progress, 1.0)
 
     def finished(self) -> bool:
+        if self.refine_from is not None:
+            return self.iteration >= self.refine_from + self.refine_iterations
         if self.args.train_seconds is not None:
             return self.clock.seconds >= self.args.train_seconds
         return self.iteration >= self.args.train_iterations
@@ -521,12 +558,14 @@ class Trainer:
         use_amp = self.use_amp
         if self.group is not None:  # each replica jitters its own rays differently
             torch.manual_seed(args.random_seed * 1009 + 31 * self.group.rank + self.iteration)
-        timed = args.train_seconds is not None
-        marks = sorted(m for m in args.checkpoint_at_seconds if m > self.clock.seconds)
+        final = self.final_iteration()
+        timed = final is None
+        marks = [] if self.refine_from is not None else sorted(
+            m for m in args.checkpoint_at_seconds if m > self.clock.seconds)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start_iteration, start_seconds, started = self.iteration, self.clock.seconds, time.time()
-        progress = tqdm(total=None if timed else args.train_iterations, initial=self.iteration,
+        progress = tqdm(total=final, initial=self.iteration,
                         desc=f"train {self.exp_dir.name}", file=sys.stdout, mininterval=2.0, dynamic_ncols=True,
                         disable=not (self.leader and self.show_progress))
         loss_value = psnr_value = float("nan")
@@ -552,7 +591,7 @@ class Trainer:
                 if self.group is not None:
                     self.group.broadcast_module(self.model.occupancy)
             progress.update(1)
-            last = not timed and self.iteration == args.train_iterations
+            last = self.iteration == final
             if self.iteration % args.log_interval == 0 or last:
                 loss_value = loss.item()
                 psnr_value = -10 * math.log10(max(loss_value, 1e-10))
@@ -614,6 +653,8 @@ class Trainer:
                    "data_parallel_ranks": 1 if self.group is None else self.group.size}
         if self.agreement is not None:
             summary["agreement"] = self.agreement.record()
+        if self.refine_from is not None:
+            summary["seam_refine"] = self.refine_record()
         if self.leader:
             atomic_write_json(summary, self.exp_dir / "train_summary.json")
         return summary
