@@ -385,4 +385,6 @@ def test_seam_refinement_needs_trained_cells(grid, trained, tmp_path):
         main(argv)
     with pytest.raises(UserError, match="--seam_refine_iterations must be > 0"):
         main(refine_argv(grid, exp, tmp_path / "chunks", 0))
+    with pytest.raises(UserError, match="--ckpt_path is not for refine_seams.py"):
+        main([*argv, "--ckpt_path", str(Path(f"{exp}-0") / "models" / f"{ITERATIONS}.pt")])
     assert not (Path(f"{exp}-0") / "models" / f"{ITERATIONS + 4}.pt").exists()

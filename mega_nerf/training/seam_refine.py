@@ -42,6 +42,8 @@ def refine_seams(args: argparse.Namespace, blend: bool = True) -> dict:
     """
     iterations = args.seam_refine_iterations
     require(iterations > 0, f"--seam_refine_iterations must be > 0, got {iterations}")
+    require(args.ckpt_path is None, "--ckpt_path is not for refine_seams.py: each cell continues from its own "
+                                    "newest checkpoint in EXP_NAME-<cell>/models")
     mask_root = Path(args.cluster_mask_path)
     cells, _ = grid_cells(mask_root, args.cells)
     require(cells, f"{mask_root}: no cell to refine")
@@ -60,9 +62,8 @@ def refine_seams(args: argparse.Namespace, blend: bool = True) -> dict:
         out[str(k)] = {**record, "end_iteration": summary.get("iterations"),
                        "neighbors": agreement.get("agreed_with", []),
                        "final_train_psnr": summary.get("final_train_psnr")}
-        print(f"cell {k}: refined {record.get('from_iteration')} -> {summary.get('iterations')} through the blend "
-              f"with cells {out[str(k)]['neighbors']}" if blend else
-              f"cell {k}: continued {record.get('from_iteration')} -> {summary.get('iterations')}", flush=True)
+        how = f"refined through the blend with cells {out[str(k)]['neighbors']}" if blend else "continued alone"
+        print(f"cell {k}: {record.get('from_iteration')} -> {summary.get('iterations')}, {how}", flush=True)
     result = {"cells": out, "iterations": iterations, "blend": blend, "order": order,
               "seconds": time.time() - started}
     atomic_write_json(result, Path(args.exp_name) / "seam_refine.json")
