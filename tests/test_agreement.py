@@ -16,7 +16,7 @@ from helpers_pipeline import make_nadir_dataset, nadir_c2w
 from mega_nerf.config import eval_parser, parse, train_parser
 from mega_nerf.container.merge import merge, merge_parser
 from mega_nerf.errors import UserError
-from mega_nerf.evaluation.evaluator import evaluate
+from mega_nerf.evaluation.evaluator import evaluate, seam_line
 from mega_nerf.evaluation.seams import (
     image_pixel_groups,
     summarize_seams,
@@ -229,7 +229,7 @@ def test_unfinished_neighbours_are_not_used(grid, tmp_path):
         Trainer(parse(train_parser(), argv[:i] + argv[i + 2:]))
 
 
-def test_merged_cells_evaluate_with_seam_metrics(grid, trained):
+def test_merged_cells_evaluate_with_seam_metrics(grid, trained, capsys):
     root, data = grid["root"], grid["data"]
     container = root / "container.pt"
     merge(parse(merge_parser(), ["--config_file", str(data["config"]), "--ckpt_prefix", f"{trained['agree']}-",
@@ -247,6 +247,10 @@ def test_merged_cells_evaluate_with_seam_metrics(grid, trained):
     assert written["seams"]["seam"]["pixels"] == seams["seam"]["pixels"]
     assert all("seams" in r for r in written["per_image"])
     assert summarize_seams([None]) is None
+    printed = capsys.readouterr().out
+    assert f"seams: {100 * seams['seam_fraction']:.1f} % of the foreground pixels look at a border" in printed
+    assert f"PSNR there {seams['seam']['psnr']:.2f} dB" in printed
+    assert "nothing to measure" in seam_line(None)
 
 
 # --------------------------------------------------------------------------- --agreement_blend
@@ -309,10 +313,11 @@ def test_a_cell_trains_through_the_blend(grid, trained, tmp_path):
 
 
 # --------------------------------------------------------------------------- seam refinement
-def refine_argv(grid: dict, exp: Path, chunks: Path, iterations: int) -> list[str]:
+def refine_argv(grid: dict, exp: Path, iterations: int) -> list[str]:
+    """Only where the cells are: their model sizes, iterations and chunks come from their hparams.txt."""
     return ["--config_file", str(grid["data"]["config"]), "--exp_name", str(exp), "--dataset_path",
-            str(grid["data"]["path"]), "--chunk_paths", str(chunks), "--cluster_mask_path", str(grid["masks"]),
-            *TINY, "--seam_refine_iterations", str(iterations)]
+            str(grid["data"]["path"]), "--cluster_mask_path", str(grid["masks"]), "--num_threads", "1",
+            "--seam_refine_iterations", str(iterations)]
 
 
 def copy_cells(source: Path, exp: Path) -> None:
@@ -320,7 +325,7 @@ def copy_cells(source: Path, exp: Path) -> None:
         shutil.copytree(Path(f"{source}-{cell}"), Path(f"{exp}-{cell}"))
 
 
-def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tmp_path):
+def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tmp_path, capsys):
     """Each trained cell trains on through the blend with the other (the second one refined sees
     the first refined), at the schedule's final lr; the trained checkpoint is kept, a longer
     refinement resumes where a shorter one ended, merge --train_iterations takes the refined cells,
@@ -332,9 +337,8 @@ def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tm
     exp, control = tmp_path / "refine" / "exp", tmp_path / "control" / "exp"
     copy_cells(trained["plain"], exp)
     copy_cells(trained["plain"], control)
-    chunks = tmp_path / "chunks" / "cell"
-    first = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 2)))
-    result = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 4)))  # resumes at 14
+    first = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, 2)))
+    result = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, 4)))  # resumes at 14
     order = result["order"]
     assert sorted(order) == [0, 1] and first["order"] == order
     assert result["cells"][str(order[0])]["neighbors"] == [order[1]]
@@ -356,13 +360,18 @@ def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tm
         assert summary["iterations"] == ITERATIONS + 4 and summary["seam_refine"]["from_iteration"] == ITERATIONS
         assert _final_checkpoint(cell_dir, ITERATIONS).name == f"{ITERATIONS + 4}.pt"
     assert json.loads((exp / "seam_refine.json").read_text())["order"] == order
+    merge(parse(merge_parser(), ["--config_file", str(grid["data"]["config"]), "--ckpt_prefix", f"{exp}-",
+                                 "--centroid_path", str(grid["masks"] / "params.pt"), "--output",
+                                 str(tmp_path / "refined.pt"), "--train_iterations", str(ITERATIONS)]))
+    assert f"0: {ITERATIONS + 4}.pt (refined from {ITERATIONS}), 1: {ITERATIONS + 4}.pt" in capsys.readouterr().out
     # Refined cells are not refined again.
     before = {cell: (Path(f"{exp}-{cell}") / "models" / f"{ITERATIONS + 4}.pt").stat().st_mtime_ns for cell in (0, 1)}
-    refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, chunks, 4)))
+    again = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, 3)))
+    assert all(c["status"] == "already refined" and c["end_iteration"] == ITERATIONS + 4 for c in again["cells"].values())
     assert all((Path(f"{exp}-{c}") / "models" / f"{ITERATIONS + 4}.pt").stat().st_mtime_ns == t
                for c, t in before.items())
     # The control continues alone: no neighbour, other weights than the blend's.
-    alone = refine_seams(parse(refine_seams_parser(), refine_argv(grid, control, chunks, 4)), blend=False)
+    alone = refine_seams(parse(refine_seams_parser(), refine_argv(grid, control, 4)), blend=False)
     assert all(alone["cells"][str(c)]["neighbors"] == [] for c in (0, 1))
     for cell in (0, 1):
         mine = torch.load(Path(f"{control}-{cell}") / "models" / f"{ITERATIONS + 4}.pt", map_location="cpu",
@@ -379,12 +388,16 @@ def test_seam_refinement_needs_trained_cells(grid, trained, tmp_path):
 
     exp = tmp_path / "half" / "exp"
     shutil.copytree(Path(f"{trained['plain']}-0"), Path(f"{exp}-0"))  # cell 1 never trained
-    argv = refine_argv(grid, exp, tmp_path / "chunks", 4)
+    argv = refine_argv(grid, exp, 4)
     assert parse(refine_seams_parser(), argv).seam_refine_iterations == 4
-    with pytest.raises(UserError, match="cells 1 of .* are not trained to the end"):
+    with pytest.raises(UserError, match="exp-1: no such folder; --exp_name is the prefix"):
+        main(argv)
+    (Path(f"{exp}-1") / "models").mkdir(parents=True)  # still training: a checkpoint, no summary
+    shutil.copy(Path(f"{exp}-0") / "models" / f"{ITERATIONS}.pt", Path(f"{exp}-1") / "models" / "5.pt")
+    with pytest.raises(UserError, match="exp-1: not trained to the end"):
         main(argv)
     with pytest.raises(UserError, match="--seam_refine_iterations must be > 0"):
-        main(refine_argv(grid, exp, tmp_path / "chunks", 0))
+        main(refine_argv(grid, exp, 0))
     with pytest.raises(UserError, match="--ckpt_path is not for refine_seams.py"):
         main([*argv, "--ckpt_path", str(Path(f"{exp}-0") / "models" / f"{ITERATIONS}.pt")])
     assert not (Path(f"{exp}-0") / "models" / f"{ITERATIONS + 4}.pt").exists()

@@ -56,7 +56,7 @@ def merge(args: argparse.Namespace) -> Container:
     centroids = params["centroids"]
     counts = params.get("cell_pixel_counts")
     prefix = Path(args.ckpt_prefix)
-    states, cell_ids, configs, bounds = [], [], [], None
+    states, cell_ids, configs, bounds, taken = [], [], [], None, []
     for k in range(len(centroids)):
         if counts is not None and int(counts[k]) == 0:
             warnings.warn(f"cell {k} has no rays and was not trained; its neighbours cover its space")
@@ -68,6 +68,8 @@ def merge(args: argparse.Namespace) -> Container:
         bounds = bounds or state["bounds"]
         require(state["bounds"] == bounds, f"{path}: trained with another scene frame or bounds than the first "
                                            f"cell; train every cell with the same dataset and scene options")
+        refined = state.get("seam_refine")
+        taken.append(f"{k}: {path.name}" + (f" (refined from {refined['from_iteration']})" if refined else ""))
         configs.append(state["model_config"])  # cells may use different backends
         states.append(state["model_state_dict"])
         cell_ids.append(k)
@@ -82,7 +84,8 @@ def merge(args: argparse.Namespace) -> Container:
             container.occupancy_grids[i].load_state_dict(
                 {k[len("occupancy."):]: v for k, v in state.items() if k.startswith("occupancy.")})
     save_container(container, output)
-    print(f"merged {len(cell_ids)} cells ({container.parameter_count():,} parameters) into {output}", flush=True)
+    print(f"merged {len(cell_ids)} cells ({container.parameter_count():,} parameters) into {output}; checkpoints "
+          f"{', '.join(taken)}", flush=True)
     return container
 
 

@@ -433,6 +433,7 @@ def distill(args: argparse.Namespace) -> dict:
     metrics = {"output": str(output), "teacher_path": str(container_path), "student_type": cfg["model_type"],
                "teacher_cells": len(teacher.cell_ids), "teacher_parameters": teacher.parameter_count(),
                "student_parameters": student.parameter_count(), "cells_done": done, "runs": runs,
+               "render_settings": student.render_settings,
                "distill_seconds": distill_seconds, "occupied_fraction": occupied,
                "occupied_with_density": dense, "device": str(device),
                "heldout": {"source": "validation images" if "item" in cameras[0] else "virtual views",
@@ -443,8 +444,9 @@ def distill(args: argparse.Namespace) -> dict:
     line = f"student vs teacher {h['student_vs_teacher_psnr']:.2f} dB on {h['images']} held-out {h['source']}"
     if h.get("teacher_psnr") is not None:
         line += f"; against ground truth: teacher {h['teacher_psnr']:.2f} dB, student {h['student_psnr']:.2f} dB"
+    stored = "".join(f", renders with --{k} {v}" for k, v in student.render_settings.items())
     print(f"wrote {output} ({cfg['model_type']}, {metrics['student_parameters']:,} parameters, teacher "
-          f"{metrics['teacher_parameters']:,}); {line}; metrics in {metrics_path}", flush=True)
+          f"{metrics['teacher_parameters']:,}{stored}); {line}; metrics in {metrics_path}", flush=True)
     return metrics
 
 

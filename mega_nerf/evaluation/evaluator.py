@@ -147,6 +147,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         }
         if getattr(args, "seam_metrics", False):
             metrics["seams"] = summarize_seams([r.get("seams") for r in gathered])
+            print(seam_line(metrics["seams"]), flush=True)
         atomic_write_json(metrics, output / "metrics.json")
         print(f"PSNR {metrics['psnr']['mean']:.2f} dB, SSIM {metrics['ssim']['mean']:.4f} over {len(gathered)} "
               f"validation images ({DESCRIPTIONS[args.val_protocol]}); "
@@ -154,6 +155,21 @@ def evaluate(args: argparse.Namespace) -> dict:
     distributed.barrier()
     distributed.shutdown()
     return metrics
+
+
+def seam_line(seams: dict | None) -> str:
+    """One line of ``--seam_metrics`` results for the console."""
+    if seams is None:
+        return "--seam_metrics: nothing to measure (a single model, not a container of cells)"
+
+    def db(group: str) -> str:
+        value = seams[group]["psnr"]
+        return "-" if value is None else f"{value:.2f} dB"
+
+    gap = seams["cell_color_gap"]
+    return (f"seams: {100 * seams['seam_fraction']:.1f} % of the foreground pixels look at a border; PSNR there "
+            f"{db('seam')}, where cells blend {db('blend')}, where one cell answers {db('interior')}; cells' colour "
+            f"gap {'-' if gap is None else f'{gap:.4f}'} (all in metrics.json)")
 
 
 def main(argv=None) -> dict:

@@ -85,6 +85,32 @@ def train_summary(exp_dir: Path) -> Optional[dict]:
     return _read_json(Path(exp_dir) / "train_summary.json")
 
 
+HPARAMS = "hparams.txt"  # every option of the run's train.py, one ``name: repr(value)`` per line
+
+
+def format_hparams(args: argparse.Namespace) -> str:
+    return "".join(f"{k}: {v!r}\n" for k, v in sorted(vars(args).items()))
+
+
+def read_hparams(exp_dir: Path) -> dict:
+    """The options a run was trained with (``HPARAMS``; lines that do not parse are left out)."""
+    import ast
+
+    path = Path(exp_dir) / HPARAMS
+    if not path.exists():
+        return {}
+    options = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        try:
+            options[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            continue
+    return options
+
+
 def run_record(exp_dir: Path) -> Optional[dict]:
     return _read_json(Path(exp_dir) / RUN_RECORD)
 

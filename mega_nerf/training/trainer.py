@@ -31,7 +31,7 @@ from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, atomic_writ
 from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
 from mega_nerf.render.volume import distortion_loss
 from mega_nerf.training import cell_lock
-from mega_nerf.training.cells import unreached_cells
+from mega_nerf.training.cells import HPARAMS, format_hparams, unreached_cells
 from mega_nerf.training.coarse_to_fine import hash_encodings, set_coarse_to_fine
 from mega_nerf.training.depth_supervision import DepthObservations, depth_loss
 from mega_nerf.training.neighbor_agreement import (
@@ -421,8 +421,7 @@ class Trainer:
 
     def _write_experiment_files(self) -> None:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text("".join(f"{k}: {v!r}\n" for k, v in sorted(vars(self.args).items())),
-                          self.exp_dir / "hparams.txt")
+        atomic_write_text(format_hparams(self.args), self.exp_dir / HPARAMS)
         atomic_write_text(" ".join(sys.argv) + "\n", self.exp_dir / "command.txt")
         atomic_write_text("".join(f"{m.image_index},{m.image_path.name}\n" for m in self.dataset.items),
                           self.exp_dir / "image_indices.txt")
