@@ -391,11 +391,10 @@ class Trainer:
         return min(progress, 1.0)
 
     def finished(self) -> bool:
-        if self.refine_from is not None:
-            return self.iteration >= self.refine_from + self.refine_iterations
-        if self.args.train_seconds is not None:
+        final = self.final_iteration()
+        if final is None:
             return self.clock.seconds >= self.args.train_seconds
-        return self.iteration >= self.args.train_iterations
+        return self.iteration >= final
 
     def _warm_up(self, table: RayTable, use_amp: bool) -> float:
         """One forward and backward pass on random rays, with no update and the random state kept, so
