@@ -79,7 +79,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import versions, write_result
+from bench.common import versions, write_bench_config, write_result
 
 #: Small fields and samples for the CPU smoke run.
 SMOKE_TRAIN = ["--batch_size", "256", "--coarse_samples", "16", "--fine_samples", "16", "--bg_samples", "4",
@@ -87,24 +87,41 @@ SMOKE_TRAIN = ["--batch_size", "256", "--coarse_samples", "16", "--fine_samples"
                "--bg_layer_dim", "32", "--num_chunks", "4", "--log_interval", "20"]
 
 
-def _grid(work: Path, preset: str, num_images: int | None, grid_dim: tuple[int, int], seed: int) -> tuple[Path, Path]:
-    """The dataset and its masks (made once; an existing work folder is reused)."""
+def _grid(work: Path, preset: str, num_images: int | None, grid_dim: tuple[int, int], seed: int,
+          dataset: Path | None = None, bench_config: str | None = None,
+          masks_extra: list[str] = ()) -> tuple[Path, Path]:
+    """The dataset and its masks (made once; an existing work folder is reused).  ``dataset`` (an
+    existing one, e.g. a prepared drone flight) replaces the synthetic city; its config is then
+    ``work/config.yaml``: the dataset's own with ``configs/bench/<bench_config>`` on top."""
     from mega_nerf.config import parse
     from mega_nerf.partition.create_masks import create_cluster_masks, mask_parser
     from mega_nerf.synthetic.city import write_dataset
 
-    data, masks = work / "dataset", work / "masks"
-    if not (data / "config.yaml").exists():
-        write_dataset(data, preset, seed=seed, num_images=num_images, progress=False)
+    masks = work / "masks"
+    if dataset is not None:
+        data = Path(dataset)
+        if not (data / "config.yaml").exists():
+            raise SystemExit(f"--dataset_path {data}: no config.yaml there; make the dataset with "
+                             "scripts/prepare_dataset.py")
+        if bench_config:
+            write_bench_config(data, work, bench_config)
+        else:
+            (work / "config.yaml").write_text((data / "config.yaml").read_text())
+    else:
+        data = work / "dataset"
+        if not (data / "config.yaml").exists():
+            write_dataset(data, preset, seed=seed, num_images=num_images, progress=False)
+        (work / "config.yaml").write_text((data / "config.yaml").read_text())
     if not (masks / "params.pt").exists():
-        create_cluster_masks(parse(mask_parser(), ["--config", str(data / "config.yaml"), "--dataset_path", str(data),
-                                                   "--output", str(masks), "--grid_dim", *map(str, grid_dim)]))
+        create_cluster_masks(parse(mask_parser(), ["--config", str(work / "config.yaml"), "--dataset_path", str(data),
+                                                   "--output", str(masks), "--grid_dim", *map(str, grid_dim),
+                                                   *masks_extra]))
     return data, masks
 
 
 def _grid_argv(work: Path, data: Path, masks: Path, name: str) -> list[str]:
     """The flags that place a variant's cells (EXP-k), chunks and masks."""
-    return ["--config_file", str(data / "config.yaml"), "--exp_name", str(work / name / "exp"), "--dataset_path",
+    return ["--config_file", str(work / "config.yaml"), "--exp_name", str(work / name / "exp"), "--dataset_path",
             str(data), "--chunk_paths", str(work / "chunks" / "cell"), "--cluster_mask_path", str(masks)]
 
 
@@ -147,7 +164,7 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
     from mega_nerf.container.merge import merge, merge_parser
     from mega_nerf.evaluation.evaluator import evaluate
 
-    config = data / "config.yaml"
+    config = work / "config.yaml"
     exp = work / name / "exp"
     container = work / name / "container.pt"
     merge(parse(merge_parser(), ["--config_file", str(config), "--ckpt_prefix", f"{exp}-", "--centroid_path",
@@ -188,7 +205,8 @@ def agreement_flags(neighbor_agreement: float = 1.0, agreement_appearance: float
 def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] = (2, 2),
                     train_iterations: int = 500, variants: dict[str, str] | None = None,
                     train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
-                    seed: int = 0, refine_iterations: int = 0) -> dict:
+                    seed: int = 0, refine_iterations: int = 0, dataset: Path | None = None,
+                    bench_config: str | None = None, masks_extra: list[str] = ()) -> dict:
     """Train a grid of the synthetic city with independent cells and with each variant's agreement
     flags, merge and evaluate each; seam and overall numbers of each.
 
@@ -197,7 +215,9 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
             second call with other agreement flags trains only the variants whose folders were deleted.
         variants: name -> extra train_cells flags (default: ``agreement`` with ``--neighbor_agreement
             1.0 --agreement_appearance 0.1``).
-        train_extra, eval_extra: extra train_cells.py / eval.py flags.
+        train_extra, eval_extra, masks_extra: extra train_cells.py / eval.py / create_cluster_masks.py flags.
+        dataset, bench_config: an existing dataset instead of the synthetic city (``preset`` and
+            ``num_images`` then unused), with ``configs/bench/<bench_config>`` on top of its config.
         refine_iterations: > 0 adds two variants made from the independent cells: ``continued``
             (each cell trained on alone this many iterations at its final lr) and ``refined``
             (``scripts/refine_seams.py``: the same iterations through the container's blend); the
@@ -216,7 +236,7 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     variants = {"agreement": agreement_flags()} if variants is None else variants
-    data, masks = _grid(work, preset, num_images, grid_dim, seed)
+    data, masks = _grid(work, preset, num_images, grid_dim, seed, dataset, bench_config, list(masks_extra))
     trained = ["--train_iterations", str(train_iterations), "--ckpt_interval", str(train_iterations), *train_extra]
     common = [*trained, "--progress_interval", "30"]  # train_cells only
     out = {"independent": _variant(work, data, masks, "independent", train_iterations, common, list(eval_extra))}
@@ -265,6 +285,11 @@ def main(argv=None) -> dict:
     p.add_argument("--name", default="seams")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--num_images", type=int, default=None)
+    p.add_argument("--dataset_path", default=None,
+                   help="an existing dataset (e.g. a drone flight from scripts/prepare_dataset.py) instead of the "
+                        "synthetic city")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="settings file in configs/bench/ put on top of the dataset's config.yaml, e.g. brighton.yaml")
     p.add_argument("--grid_dim", nargs=2, type=int, default=[2, 2])
     p.add_argument("--train_iterations", type=int, default=500)
     p.add_argument("--neighbor_agreement", type=float, default=1.0,
@@ -279,6 +304,7 @@ def main(argv=None) -> dict:
                         "(scripts/refine_seams.py) and continue them alone as long (the control)")
     p.add_argument("--train_extra", default="", help="extra train_cells flags, e.g. '--batch_size 8192'")
     p.add_argument("--eval_extra", default="", help="extra eval.py flags")
+    p.add_argument("--masks_extra", default="", help="extra create_cluster_masks.py flags, e.g. '--ray_samples 16'")
     p.add_argument("--smoke", action="store_true", help="CPU smoke run: tiny fields, 80 steps per cell")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--results_dir", default=None, help="where <name>.json goes (default: bench/results)")
@@ -299,10 +325,13 @@ def main(argv=None) -> dict:
     if not variants and not args.refine:  # the default comparison
         variants = {"agreement": agreement_flags(args.neighbor_agreement, args.agreement_appearance)}
     result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, variants, train_extra,
-                             args.eval_extra.split(), args.num_images, refine_iterations=args.refine)
+                             args.eval_extra.split(), args.num_images, refine_iterations=args.refine,
+                             dataset=args.dataset_path, bench_config=args.config,
+                             masks_extra=args.masks_extra.split())
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     record = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
-              "versions": versions(), "preset": args.preset, "num_images": args.num_images,
+              "versions": versions(), "preset": None if args.dataset_path else args.preset,
+              "dataset_path": args.dataset_path, "bench_config": args.config, "num_images": args.num_images,
               "grid_dim": args.grid_dim, "train_iterations": iterations, "smoke": args.smoke,
               "variants": variants, "refine_iterations": args.refine, "train_extra": train_extra, "wall_seconds": time.time() - started,
               **{k: ({kk: vv for kk, vv in v.items() if kk != "seams"} if k not in ("delta", "baseline") else v)

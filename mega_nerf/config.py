@@ -252,6 +252,8 @@ def refine_seams_parser() -> configargparse.ArgumentParser:
         elif action.dest == "cluster_mask_path":
             action.help = "the mask folder (MASKS, with params.pt) the cells were trained with"
             action.required = True
+        elif action.dest == "container_path":  # eval's option; the cells come from EXP_NAME-k
+            action.help = configargparse.SUPPRESS
     g = p.add_argument_group("seam refinement")
     g.add_argument("--seam_refine_iterations", type=int, default=300,
                    help="iterations each cell trains through the blend (its newest checkpoint becomes "
@@ -276,6 +278,8 @@ def train_cells_parser() -> configargparse.ArgumentParser:
         elif action.dest == "cluster_mask_path":
             action.help = "the mask folder (MASKS, with params.pt): every cell that some ray reaches is trained"
             action.required = True
+        elif action.dest == "container_path":  # eval's option; nothing here reads it
+            action.help = configargparse.SUPPRESS
     g = p.add_argument_group("cells")
     g.add_argument("--cells", type=int, nargs="+", default=None,
                    help="train only these cells (default: every cell some ray reaches)")

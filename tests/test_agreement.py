@@ -364,6 +364,15 @@ def test_seam_refinement_continues_each_cell_through_the_blend(grid, trained, tm
                                  "--centroid_path", str(grid["masks"] / "params.pt"), "--output",
                                  str(tmp_path / "refined.pt"), "--train_iterations", str(ITERATIONS)]))
     assert f"0: {ITERATIONS + 4}.pt (refined from {ITERATIONS}), 1: {ITERATIONS + 4}.pt" in capsys.readouterr().out
+    # --unrefined takes the checkpoints the cells were refined from: the trained weights.
+    base = ["--config_file", str(grid["data"]["config"]), "--ckpt_prefix", f"{exp}-", "--centroid_path",
+            str(grid["masks"] / "params.pt"), "--output", str(tmp_path / "unrefined.pt"), "--unrefined"]
+    unrefined = merge(parse(merge_parser(), base))
+    assert f"0: {ITERATIONS}.pt, 1: {ITERATIONS}.pt" in capsys.readouterr().out
+    plain = final_state(trained["plain"], 0)["model_state_dict"]
+    assert all(torch.equal(v, plain[f"fg.{k}"]) for k, v in unrefined.sub_modules[0].state_dict().items())
+    with pytest.raises(UserError, match="was refined from iteration .*drop one of --unrefined"):
+        merge(parse(merge_parser(), [*base, "--overwrite", "--train_iterations", str(ITERATIONS + 4)]))
     # Refined cells are not refined again.
     before = {cell: (Path(f"{exp}-{cell}") / "models" / f"{ITERATIONS + 4}.pt").stat().st_mtime_ns for cell in (0, 1)}
     again = refine_seams(parse(refine_seams_parser(), refine_argv(grid, exp, 3)))

@@ -25,19 +25,28 @@ def merge_parser() -> argparse.ArgumentParser:
     g.add_argument("--train_iterations", type=int, default=None,
                    help="take each cell's checkpoint at this iteration, so unfinished cells are refused "
                         "(a config's train_iterations sets it); unset: each cell's newest checkpoint")
+    g.add_argument("--unrefined", default=False, action="store_true",
+                   help="cells refined at their seams (refine_seams.py): take the checkpoint they were refined "
+                        "from instead of the refined one, e.g. to compare the two containers")
     g.add_argument("--overwrite", default=False, action="store_true", help="replace an existing --output")
     return p
 
 
-def _final_checkpoint(cell_dir: Path, iterations) -> Path:
+def _final_checkpoint(cell_dir: Path, iterations: int | None, unrefined: bool = False) -> Path:
+    """The checkpoint to merge of one cell: at ``iterations`` (None: the newest), or the refined one
+    of a cell refined at its seams after training to ``iterations`` unless ``unrefined``."""
     found = checkpoints(cell_dir)
     require(found, f"{cell_dir}: no checkpoint in {cell_dir}/models; train this cell first")
-    if iterations is None:
-        return found[-1][1]
-    # A cell refined at its seams (refine_seams.py) after training to ``iterations``: its refined one.
     summary = train_summary(cell_dir) or {}
     refined = summary.get("seam_refine") or {}
-    if refined.get("from_iteration") == iterations and summary.get("iterations") == found[-1][0]:
+    if unrefined and refined:
+        require(iterations in (None, refined["from_iteration"]),
+                f"{cell_dir}: was refined from iteration {refined['from_iteration']}, not --train_iterations "
+                f"{iterations}; drop one of --unrefined and --train_iterations")
+        iterations = refined["from_iteration"]
+    elif iterations is None:
+        return found[-1][1]
+    elif refined.get("from_iteration") == iterations and summary.get("iterations") == found[-1][0]:
         return found[-1][1]
     for iteration, path in found:
         if iteration == iterations:
@@ -61,15 +70,16 @@ def merge(args: argparse.Namespace) -> Container:
         if counts is not None and int(counts[k]) == 0:
             warnings.warn(f"cell {k} has no rays and was not trained; its neighbours cover its space")
             continue
-        path = _final_checkpoint(prefix.parent / f"{prefix.name}{k}", args.train_iterations)
+        path = _final_checkpoint(prefix.parent / f"{prefix.name}{k}", args.train_iterations, args.unrefined)
         state = torch.load(path, map_location="cpu", weights_only=False)
         require(state.get("cell") == k, f"{path}: was trained for cell {state.get('cell')}, not cell {k}; "
                                         f"check --ckpt_prefix and --centroid_path")
         bounds = bounds or state["bounds"]
         require(state["bounds"] == bounds, f"{path}: trained with another scene frame or bounds than the first "
                                            f"cell; train every cell with the same dataset and scene options")
-        refined = state.get("seam_refine")
-        taken.append(f"{k}: {path.name}" + (f" (refined from {refined['from_iteration']})" if refined else ""))
+        refined = None if args.unrefined else state.get("seam_refine")
+        how = "refined" if (refined or {}).get("blend", True) else "continued alone"  # alone: the bench's control
+        taken.append(f"{k}: {path.name}" + (f" ({how} from {refined['from_iteration']})" if refined else ""))
         configs.append(state["model_config"])  # cells may use different backends
         states.append(state["model_state_dict"])
         cell_ids.append(k)
