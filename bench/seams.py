@@ -158,14 +158,16 @@ def _refined(work: Path, data: Path, masks: Path, name: str, iterations: int, re
 
 
 def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, eval_argv: list[str],
-              train_seconds: float) -> dict:
-    """Merge a variant's cells (a refined cell's refined checkpoint) and evaluate with seam metrics."""
+              train_seconds: float, cells: str | None = None) -> dict:
+    """Merge a variant's cells (a refined cell's refined checkpoint) and evaluate with seam metrics;
+    ``cells``: another variant's cells (default: ``name``'s own), e.g. to render them otherwise."""
     from mega_nerf.config import eval_parser, parse
     from mega_nerf.container.merge import merge, merge_parser
     from mega_nerf.evaluation.evaluator import evaluate
 
     config = work / "config.yaml"
-    exp = work / name / "exp"
+    exp = work / (cells or name) / "exp"
+    (work / name).mkdir(parents=True, exist_ok=True)
     container = work / name / "container.pt"
     merge(parse(merge_parser(), ["--config_file", str(config), "--ckpt_prefix", f"{exp}-", "--centroid_path",
                                  str(masks / "params.pt"), "--output", str(container), "--overwrite",
@@ -206,7 +208,8 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
                     train_iterations: int = 500, variants: dict[str, str] | None = None,
                     train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
                     seed: int = 0, refine_iterations: int = 0, dataset: Path | None = None,
-                    bench_config: str | None = None, masks_extra: list[str] = ()) -> dict:
+                    bench_config: str | None = None, masks_extra: list[str] = (),
+                    eval_variants: dict[str, str] | None = None) -> dict:
     """Train a grid of the synthetic city with independent cells and with each variant's agreement
     flags, merge and evaluate each; seam and overall numbers of each.
 
@@ -215,6 +218,8 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
             second call with other agreement flags trains only the variants whose folders were deleted.
         variants: name -> extra train_cells flags (default: ``agreement`` with ``--neighbor_agreement
             1.0 --agreement_appearance 0.1``).
+        eval_variants: name -> extra eval.py (and merge) flags: the independent cells merged and
+            rendered otherwise, e.g. ``tapered='--blend_weights tapered'``.
         train_extra, eval_extra, masks_extra: extra train_cells.py / eval.py / create_cluster_masks.py flags.
         dataset, bench_config: an existing dataset instead of the synthetic city (``preset`` and
             ``num_images`` then unused), with ``configs/bench/<bench_config>`` on top of its config.
@@ -243,6 +248,10 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
     baseline = {}
     for name, flags in variants.items():
         out[name] = _variant(work, data, masks, name, train_iterations, common + flags.split(), list(eval_extra))
+        baseline[name] = "independent"
+    for name, flags in (eval_variants or {}).items():
+        out[name] = _evaluate(work, data, masks, name, train_iterations, [*eval_extra, *flags.split()],
+                              None, cells="independent")
         baseline[name] = "independent"
     if refine_iterations > 0:
         for name, blend in (("continued", False), ("refined", True)):
@@ -299,6 +308,9 @@ def main(argv=None) -> dict:
                    help="a named set of train_cells flags compared with independent cells (repeatable), e.g. "
                         "blend=--agreement_blend; default: agreement='--neighbor_agreement W "
                         "--agreement_appearance A' from the two flags above")
+    p.add_argument("--eval_variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="the independent cells rendered with these eval.py flags, compared with independent "
+                        "(repeatable), e.g. tapered='--blend_weights tapered'")
     p.add_argument("--refine", type=int, default=0, metavar="ITERATIONS",
                    help="also refine the independent cells at their seams for this many iterations per cell "
                         "(scripts/refine_seams.py) and continue them alone as long (the control)")
@@ -316,24 +328,27 @@ def main(argv=None) -> dict:
         iterations = 80 if iterations == p.get_default("train_iterations") else iterations
     work = Path(args.work or tempfile.mkdtemp(prefix="mega_nerf_seams_"))
     started = time.time()
-    variants = {}
-    for spec in args.variant:
-        name, sep, flags = spec.partition("=")
-        if not sep or not name.isidentifier() or name in RESERVED:
-            raise SystemExit(f"--variant {spec!r}: expected NAME=FLAGS (NAME a word other than {', '.join(RESERVED)})")
-        variants[name] = flags
-    if not variants and not args.refine:  # the default comparison
+    variants, eval_variants = {}, {}
+    for option, specs, named in (("--variant", args.variant, variants), ("--eval_variant", args.eval_variant,
+                                                                          eval_variants)):
+        for spec in specs:
+            name, sep, flags = spec.partition("=")
+            if not sep or not name.isidentifier() or name in RESERVED or name in variants or name in eval_variants:
+                raise SystemExit(f"{option} {spec!r}: expected NAME=FLAGS (NAME a new word other than "
+                                 f"{', '.join(RESERVED)})")
+            named[name] = flags
+    if not variants and not eval_variants and not args.refine:  # the default comparison
         variants = {"agreement": agreement_flags(args.neighbor_agreement, args.agreement_appearance)}
     result = seam_comparison(work, args.preset, tuple(args.grid_dim), iterations, variants, train_extra,
                              args.eval_extra.split(), args.num_images, refine_iterations=args.refine,
                              dataset=args.dataset_path, bench_config=args.config,
-                             masks_extra=args.masks_extra.split())
+                             masks_extra=args.masks_extra.split(), eval_variants=eval_variants)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     record = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "device": device,
               "versions": versions(), "preset": None if args.dataset_path else args.preset,
               "dataset_path": args.dataset_path, "bench_config": args.config, "num_images": args.num_images,
               "grid_dim": args.grid_dim, "train_iterations": iterations, "smoke": args.smoke,
-              "variants": variants, "refine_iterations": args.refine, "train_extra": train_extra, "wall_seconds": time.time() - started,
+              "variants": variants, "eval_variants": eval_variants, "refine_iterations": args.refine, "train_extra": train_extra, "wall_seconds": time.time() - started,
               **{k: ({kk: vv for kk, vv in v.items() if kk != "seams"} if k not in ("delta", "baseline") else v)
                  for k, v in result.items()},
               "seams": {k: v["seams"] for k, v in result.items() if k not in ("delta", "baseline")}}

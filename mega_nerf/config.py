@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import configargparse
 
 from mega_nerf.errors import UserError, require
+from mega_nerf.partition.centroids import BLEND_WEIGHTS
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -49,6 +50,12 @@ def add_scene_options(p: configargparse.ArgumentParser) -> None:
                    help="cast rays through pixel corners instead of centres")
     g.add_argument("--boundary_margin", type=float, default=1.15,
                    help="cells are expanded by this ratio of distances (Voronoi margin)")
+    g.add_argument("--blend_weights", choices=BLEND_WEIGHTS, default=None,
+                   help="how cells are weighted in the band where several answer: inverse_distance "
+                        "(Mega-NeRF's; a cell's weight steps from about 0.47 to 0 at the band's edge) or tapered "
+                        "(falls continuously to 0 there, no step); merge stores it (default inverse_distance), "
+                        "eval uses the container's unless given, seam refinement and --agreement_blend train "
+                        "through it")
     g.add_argument("--ellipse_scale_factor", type=float, default=1.1,
                    help="foreground ellipsoid scale beyond the camera bounds")
     g.add_argument("--ellipse_footprint", default=False, action="store_true",

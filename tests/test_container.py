@@ -88,6 +88,48 @@ def test_margin_band_is_inverse_distance_blend():
     assert bool(((rgb >= 0) & (rgb <= 1)).all())
 
 
+def test_tapered_blend_has_no_step_at_the_band_edge():
+    """Along a line across two band edges, Mega-NeRF's weights step by about 0.47 where a cell
+    leaves the band; tapered weights change by no more than their slope allows, take the same
+    cells, sum to 1, rank the cells alike and match the hand-computed values."""
+    from mega_nerf.partition.centroids import routing_weights
+
+    y = torch.linspace(-0.45, 0.45, 9001)
+    points = torch.stack([torch.zeros_like(y), y, torch.full_like(y, 0.05)], dim=1)
+    plain = routing_weights(points, CENTROIDS, 1.15, False)
+    tapered = routing_weights(points, CENTROIDS, 1.15, False, tapered=True)
+    assert (plain[1:] - plain[:-1]).abs().max() > 0.4
+    assert (tapered[1:] - tapered[:-1]).abs().max() < 0.01  # steps of 1e-4 in y
+    assert torch.equal(plain > 0, tapered > 0)
+    assert torch.allclose(tapered.sum(1), torch.ones(len(y)))
+    assert torch.equal(plain.argmax(1), tapered.argmax(1))
+    # (0, 0.29, 0): d = (0.89, 0.29, 0.31), cells 1 and 2: w ~ 1/d - 1/(1.15 * 0.29)
+    w = routing_weights(torch.tensor([[0.0, 0.29, 0.0]]), CENTROIDS, 1.15, False, tapered=True)[0]
+    raw = torch.tensor([1 / 0.29, 1 / 0.31]) - 1 / (1.15 * 0.29)
+    assert w[0] == 0 and torch.allclose(w[1:], raw / raw.sum(), atol=1e-5)
+    # margin 1: both are hard routing
+    assert torch.equal(routing_weights(points, CENTROIDS, 1.0, False, tapered=True),
+                       routing_weights(points, CENTROIDS, 1.0, False))
+
+
+def test_tapered_container_blends_with_tapered_weights_and_keeps_them(tmp_path):
+    from mega_nerf.partition.centroids import routing_weights
+
+    c = make_container()
+    c.blend_weights = "tapered"
+    x, d, app = inputs([[0.0, 0.29, 0.0]], seed=5)
+    with torch.no_grad():
+        sigma, _ = c.foreground(x, d, app)
+        subs = [c.sub_modules[k](x, d, app)[0] for k in range(3)]
+    w = routing_weights(x, CENTROIDS, 1.15, False, tapered=True)[0]
+    assert sigma[0].item() == pytest.approx((w[1] * subs[1][0] + w[2] * subs[2][0]).item(), rel=1e-5)
+    save_container(c, tmp_path / "c.pt")
+    assert load_container(tmp_path / "c.pt").blend_weights == "tapered"
+    assert load_container(tmp_path / "c.pt", blend_weights="inverse_distance").blend_weights == "inverse_distance"
+    with pytest.raises(UserError, match="blend weights 'soft'"):
+        Container(c.model_configs, c.bounds, CENTROIDS, [0, 1, 2], 1.15, False, blend_weights="soft")
+
+
 def test_hard_routing_container():
     c = make_container(margin=1.0)
     x, d, app = inputs([[0.0, 0.32, 0.0]], seed=5)
@@ -133,6 +175,7 @@ def test_save_load_round_trip(tmp_path):
     # loading with another margin changes routing
     hard = load_container(path, boundary_margin=1.0)
     assert hard.boundary_margin == 1.0
+    assert loaded.blend_weights == "inverse_distance" == data["blend_weights"]
 
 
 def test_loading_non_container_files_raises_user_error(tmp_path):

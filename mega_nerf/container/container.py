@@ -3,7 +3,7 @@
 Routing follows Mega-NeRF: a sample goes to every cell whose centroid is within
 ``boundary_margin`` times the nearest centroid's distance, and the activated outputs (density
 after its activation, colour after the sigmoid) are blended with normalised inverse-distance
-weights.  Background samples are routed by the point where their ray leaves the foreground
+weights (or tapered ones that fall continuously to zero at the band's edge: ``blend_weights``).  Background samples are routed by the point where their ray leaves the foreground
 ellipsoid.  A container file holds configs and weights only: it loads and renders without the
 dataset, the masks or any training state.
 """
@@ -15,11 +15,11 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from mega_nerf.errors import UserError
+from mega_nerf.errors import UserError, require
 from mega_nerf.fields.model import build_background, build_foreground, build_occupancy
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_torch_save
-from mega_nerf.partition.centroids import routing_weights
+from mega_nerf.partition.centroids import BLEND_WEIGHTS, routing_weights
 
 FORMAT = "mega_nerf.container/2"
 
@@ -29,8 +29,10 @@ class Container(nn.Module):
     with one dict per cell (they must agree on appearance and background settings)."""
 
     def __init__(self, model_config: dict | List[dict], bounds: SceneBounds, centroids: torch.Tensor,
-                 cell_ids: List[int], boundary_margin: float, cluster_2d: bool):
+                 cell_ids: List[int], boundary_margin: float, cluster_2d: bool,
+                 blend_weights: str = "inverse_distance"):
         super().__init__()
+        require(blend_weights in BLEND_WEIGHTS, f"blend weights {blend_weights!r}: expected one of {BLEND_WEIGHTS}")
         configs = list(model_config) if isinstance(model_config, (list, tuple)) else [model_config] * len(cell_ids)
         if len(configs) != len(cell_ids):
             raise ValueError(f"{len(configs)} model configs for {len(cell_ids)} cells")
@@ -44,6 +46,7 @@ class Container(nn.Module):
         self.bounds = bounds
         self.cell_ids = list(cell_ids)
         self.boundary_margin = boundary_margin
+        self.blend_weights = blend_weights
         self.cluster_2d = cluster_2d
         self.register_buffer("centroids", centroids.float().reshape(-1, 3))
         self.sub_modules = nn.ModuleList([build_foreground(c) for c in configs])
@@ -66,11 +69,16 @@ class Container(nn.Module):
     def white_background(self) -> bool:
         return bool(self.model_configs[0].get("white_background", False)) if self.model_configs else False
 
+    def routing(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N, K) the cells' blending weights (:func:`routing_weights`)."""
+        return routing_weights(points, self.centroids, self.boundary_margin, self.cluster_2d,
+                               self.blend_weights == "tapered")
+
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N,) bool: occupied in the grid of any cell that answers for the point."""
         if len(self.cell_ids) == 1:
             return self.occupancy_grids[0].occupied_at(x)
-        weights = routing_weights(x, self.centroids, self.boundary_margin, self.cluster_2d)
+        weights = self.routing(x)
         result = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for k, grid in enumerate(self.occupancy_grids):
             result |= (weights[:, k] > 0) & grid.occupied_at(x)
@@ -81,7 +89,7 @@ class Container(nn.Module):
         if len(self.cell_ids) == 1:  # a distilled student: no routing, no gather or scatter
             s_0, c_0 = evaluate(0, slice(None))
             return s_0.float(), None if c_0 is None else c_0.float()
-        weights = routing_weights(points, self.centroids, self.boundary_margin, self.cluster_2d)
+        weights = self.routing(points)
         sigma = torch.zeros(points.shape[0], device=points.device)
         rgb = None
         for k in range(len(self.cell_ids)):
@@ -122,7 +130,8 @@ def save_container(container: Container, path: Path, extra: dict | None = None) 
     atomic_torch_save({
         "format": FORMAT, "model_configs": container.model_configs, "bounds": container.bounds.to_dict(),
         "centroids": container.centroids.cpu(), "cell_ids": container.cell_ids,
-        "boundary_margin": container.boundary_margin, "cluster_2d": container.cluster_2d,
+        "boundary_margin": container.boundary_margin, "blend_weights": container.blend_weights,
+        "cluster_2d": container.cluster_2d,
         "state_dict": {k: v.cpu() for k, v in container.state_dict().items()},
         **({"extra": extra} if extra else {}),
         **({"render": dict(container.render_settings)} if container.render_settings else {}),
@@ -130,8 +139,9 @@ def save_container(container: Container, path: Path, extra: dict | None = None) 
 
 
 def load_container(path: Path, device: torch.device | str = "cpu",
-                   boundary_margin: Optional[float] = None) -> Container:
-    """Load a container written by :func:`save_container` (optionally with another margin)."""
+                   boundary_margin: Optional[float] = None, blend_weights: Optional[str] = None) -> Container:
+    """Load a container written by :func:`save_container` (optionally with another margin or
+    blending weights than the ones it was merged with)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: container file is missing; create it with scripts/merge_submodules.py")
@@ -142,7 +152,8 @@ def load_container(path: Path, device: torch.device | str = "cpu",
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path}: not a mega_nerf container (expected format {FORMAT})")
     container = Container(data["model_configs"], SceneBounds.from_dict(data["bounds"]), data["centroids"],
-                          data["cell_ids"], boundary_margin or data["boundary_margin"], data["cluster_2d"])
+                          data["cell_ids"], boundary_margin or data["boundary_margin"], data["cluster_2d"],
+                          blend_weights or data.get("blend_weights", "inverse_distance"))
     container.load_state_dict(data["state_dict"])
     container.render_settings = dict(data.get("render") or {})
     return container.to(device).eval()

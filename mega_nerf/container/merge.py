@@ -85,7 +85,8 @@ def merge(args: argparse.Namespace) -> Container:
         cell_ids.append(k)
     require(cell_ids, f"{params_path}: no trained cell to merge")
     container = Container(configs, SceneBounds.from_dict(bounds), centroids[cell_ids], cell_ids,
-                          args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)))
+                          args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
+                          args.blend_weights or "inverse_distance")
     for i, state in enumerate(states):
         container.sub_modules[i].load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("fg.")})
         if container.bg_sub_modules is not None:

@@ -32,7 +32,8 @@ from mega_nerf.render.renderer import SamplingConfig, render_image
 def load_model(args: argparse.Namespace, device: torch.device):
     """``(model, bounds)`` from ``--container_path`` or a whole-scene ``--ckpt_path``."""
     if args.container_path:
-        container = load_container(Path(args.container_path), device, args.boundary_margin)
+        container = load_container(Path(args.container_path), device, args.boundary_margin,
+                                   args.blend_weights)
         return container, container.bounds
     require(args.ckpt_path is not None, "pass --container_path (a merged model) or --ckpt_path (a whole-scene "
                                         "checkpoint) to evaluate")

@@ -127,7 +127,7 @@ def scores(sums: dict) -> dict:
 
 
 @torch.no_grad()
-def cell_color_gap(container, points: torch.Tensor, dirs: torch.Tensor, appearance: int, margin: float) -> torch.Tensor:
+def cell_color_gap(container, points: torch.Tensor, dirs: torch.Tensor, appearance: int) -> torch.Tensor:
     """At each point, the blend-weighted mean absolute difference between each cell's own colour and
     the blended colour (0 where one cell answers, or where the cells agree).
 
@@ -136,7 +136,7 @@ def cell_color_gap(container, points: torch.Tensor, dirs: torch.Tensor, appearan
     Returns:
         (N,) gaps in [0, 1] (mean over channels).
     """
-    weights = routing_weights(points, container.centroids, margin, container.cluster_2d)
+    weights = container.routing(points)
     app = torch.full((points.shape[0],), appearance, dtype=torch.long, device=points.device)
     colors = torch.zeros(len(container.sub_modules), points.shape[0], 3, device=points.device)
     for k, module in enumerate(container.sub_modules):
@@ -173,7 +173,7 @@ def image_seam_metrics(model, bounds: SceneBounds, W: int, H: int, intrinsics: t
     index = scored[overlap[scored]]  # scored pixels whose visible point two or more cells may answer
     gap = 0.0
     if hasattr(model, "sub_modules") and index.numel():
-        gaps = cell_color_gap(model, points[index], dirs[index], appearance, model.boundary_margin)
+        gaps = cell_color_gap(model, points[index], dirs[index], appearance)
         several = answering_cells(points[index], model.centroids, model.boundary_margin, model.cluster_2d).sum(-1) >= 2
         gap, index = float(gaps[several].sum()), index[several]
     return {"sums": sums, "cell_color_gap_sum": gap, "gap_pixels": int(index.numel()), "radius": radius,

@@ -23,13 +23,21 @@ def grid_centroids(camera_positions: torch.Tensor, grid_dim: tuple[int, int]) ->
     return torch.stack([torch.zeros_like(cy), cy, cz], dim=-1).reshape(-1, 3)
 
 
+#: How cells are weighted in the band where several answer (``--blend_weights``).
+BLEND_WEIGHTS = ("inverse_distance", "tapered")
+
+
 def routing_weights(points: torch.Tensor, centroids: torch.Tensor, boundary_margin: float,
-                    cluster_2d: bool) -> torch.Tensor:
-    """Mega-NeRF's inverse-distance blending weights of points over cells.
+                    cluster_2d: bool, tapered: bool = False) -> torch.Tensor:
+    """Blending weights of points over cells.
 
     A cell takes part when its centroid is within ``boundary_margin`` times the nearest
-    centroid's distance; weights are ``1/d`` normalised over the cells that take part.  With
-    ``boundary_margin == 1`` this is hard nearest-centroid routing.
+    centroid's distance ``d_min``.  Mega-NeRF's weights (``tapered`` False) are ``1/d`` normalised
+    over the cells that take part: a cell's weight jumps from about ``1/(1 + margin)`` to 0 where
+    it leaves the band, so any disagreement between the cells shows as a step there.  ``tapered``
+    weights are ``1/d - 1/(margin * d_min)``, normalised: the same band and the same order of
+    weights, but each cell's weight falls continuously to 0 at the band's edge, so the blend has no
+    step anywhere.  With ``boundary_margin == 1`` both are hard nearest-centroid routing.
 
     Args:
         points: (N, 3).
@@ -44,5 +52,9 @@ def routing_weights(points: torch.Tensor, centroids: torch.Tensor, boundary_marg
         weights = torch.zeros_like(dist)
         weights.scatter_(1, dist.argmin(dim=1, keepdim=True), 1.0)
         return weights
-    inv = torch.where(dist <= boundary_margin * nearest, 1.0 / (dist + 1e-8), torch.zeros_like(dist))
+    inv = 1.0 / (dist + 1e-8)
+    if tapered:  # > 0 for the nearest cell: 1/d_min * (1 - 1/margin)
+        inv = (inv - 1.0 / (boundary_margin * nearest + 1e-8)).clamp(min=0)
+    else:
+        inv = torch.where(dist <= boundary_margin * nearest, inv, torch.zeros_like(dist))
     return inv / inv.sum(dim=1, keepdim=True)

@@ -128,12 +128,13 @@ class NeighborAgreement:
 
     def __init__(self, cell: int, centroids: torch.Tensor, prefix: str, margin: float, cluster_2d: bool,
                  weight: float, appearance_weight: float, density_floor: float, bounds_dict: dict,
-                 device: torch.device, skip: tuple = (), blend: bool = False):
+                 device: torch.device, skip: tuple = (), blend: bool = False, tapered: bool = False):
         self.cell = cell
         self.blends_rays = blend
         self.centroids = centroids.float().reshape(-1, 3).to(device)
         self.prefix = prefix
         self.margin = margin
+        self.tapered = tapered
         self.cluster_2d = cluster_2d
         self.weight = weight
         self.appearance_weight = appearance_weight
@@ -218,7 +219,7 @@ class NeighborAgreement:
     # ---------------------------------------------------------------- blend
     def routing(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N, K) the container's routing weights (with this option's margin)."""
-        return routing_weights(points.detach(), self.centroids, self.margin, self.cluster_2d)
+        return routing_weights(points.detach(), self.centroids, self.margin, self.cluster_2d, self.tapered)
 
     def routed_neighbors(self, weights: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """(N, K) routing weights -> (j, (N,) weights of j) for the trained neighbours some point is
@@ -341,7 +342,7 @@ class NeighborAgreement:
             elif entry.get("used"):
                 neighbors[j]["used"] = True
         return {"weight": self.weight, "blend": self.blends_rays, "appearance_weight": self.appearance_weight,
-                "margin": self.margin,
+                "margin": self.margin, "tapered": self.tapered,
                 "density_floor": self.density_floor, "prefix": self.prefix, "neighbors": neighbors,
                 "agreed_with": sorted(int(j) for j, e in neighbors.items() if e.get("used")),
                 "appearance_from": sorted(set(self.appearance_from) | set(self.earlier.get("appearance_from", [])))}

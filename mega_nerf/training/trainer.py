@@ -236,7 +236,7 @@ class Trainer:
             self.cell, params["centroids"], neighbor_prefix(self.exp_dir, self.cell, args.agreement_prefix),
             args.agreement_margin or args.boundary_margin, bool(params.get("cluster_2d", args.cluster_2d)),
             weight, appearance, floor, self.bounds.to_dict(),
-            self.device, skip=tuple(unreached_cells(params)), blend=blend)
+            self.device, skip=tuple(unreached_cells(params)), blend=blend, tapered=args.blend_weights == "tapered")
 
     @property
     def agreeing(self) -> bool:
