@@ -187,6 +187,8 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
             "final_train_psnr": summary.get("final_train_psnr"), "iterations": summary.get("iterations")}
     return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
             "seam_psnr": seams["seam"]["psnr"], "seam_mean_abs_error": seams["seam"]["mean_abs_error"],
+            "seam_surface_psnr": seams["seam_surface"]["psnr"], "seam_edge_psnr": seams["seam_edge"]["psnr"],
+            "seam_surface_pixels": seams["seam_surface"]["pixels"],
             "rest_psnr": seams["rest"]["psnr"], "rest_mean_abs_error": seams["rest"]["mean_abs_error"],
             "blend_psnr": seams["blend"]["psnr"], "interior_psnr": seams["interior"]["psnr"],
             "cell_color_gap": seams["cell_color_gap"], "seam_fraction": seams["seam_fraction"],
@@ -196,7 +198,7 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
 
 #: Names the result uses for itself (not --variant names).
 RESERVED = ("independent", "continued", "refined", "delta", "baseline")
-DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "rest_psnr", "rest_mean_abs_error", "blend_psnr",
+DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "seam_edge_psnr", "rest_psnr", "rest_mean_abs_error", "blend_psnr",
               "interior_psnr", "cell_color_gap")
 
 
@@ -267,6 +269,7 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
 
 def table(result: dict) -> str:
     cols = [("psnr", "PSNR"), ("seam_psnr", "seam PSNR"), ("seam_mean_abs_error", "seam MAE"),
+            ("seam_surface_psnr", "surface"), ("seam_edge_psnr", "edge"),
             ("rest_psnr", "rest PSNR"), ("rest_mean_abs_error", "rest MAE"), ("blend_psnr", "blend PSNR"),
             ("interior_psnr", "interior"), ("cell_color_gap", "cell gap"), ("train_seconds", "train s")]
     variants = [name for name in result if name not in ("independent", "delta", "baseline")]
@@ -283,7 +286,8 @@ def table(result: dict) -> str:
         lines.append(f"{label:<20}" + "".join(cells))
     seam = result["independent"]
     lines.append(f"seam pixels: {seam['seam_pixels']} ({100 * seam['seam_fraction']:.1f} % of the foreground "
-                 f"pixels scored)")
+                 f"pixels scored), {seam['seam_surface_pixels']} of them where one surface crosses cells (surface), "
+                 f"the others at occlusion edges (edge)")
     for name in variants:
         lines.append(f"{name}: cells agreed with {({k: v['agreed_with'] for k, v in result[name]['cells'].items()})}")
     return "\n".join(lines)

@@ -139,6 +139,19 @@ def test_seam_pixels_are_those_that_look_at_a_border():
     wide = groups(1.5, 0)
     assert columns(wide["seam"]) == [4, 5, 10, 11] and columns(wide["blend"]) == [6, 7, 8, 9]
     assert not (wide["seam"] & wide["interior"]).any() and wide["interior"][:, 0].all()
+    # One flat surface: every seam pixel is a surface seam.
+    assert torch.equal(hard["seam_surface"], hard["seam"]) and not hard["seam_edge"].any()
+    # A roof (depth 0.4) over columns 0..7 against the ground (0.8) over 8..15: the change of
+    # cells at the border is an occlusion edge too.
+    roof = depth.clone()
+    roof[:, :8] = 0.4
+    stepped = groups(1.0, 1, roof)
+    assert torch.equal(stepped["seam_edge"], stepped["seam"]) and not stepped["seam_surface"].any()
+    assert columns(stepped["seam"]) == [6, 7, 8, 9]
+    # A depth jump inside a cell is no seam at all.
+    inner = depth.clone()
+    inner[:, :3] = 0.4
+    assert torch.equal(groups(1.0, 1, inner)["seam"], hard["seam"]) and not groups(1.0, 1, inner)["seam_edge"].any()
     # Visible points outside the foreground (the sky) are in no group.
     sky = groups(1.0, 1, torch.full((H, W), 50.0))
     assert not any(mask.any() for mask in sky.values())
@@ -242,6 +255,7 @@ def test_merged_cells_evaluate_with_seam_metrics(grid, trained, capsys):
     assert seams["seam"]["pixels"] > 0 and seams["rest"]["pixels"] > 0
     assert seams["seam"]["psnr"] > 0 and 0 <= seams["seam"]["mean_abs_error"] <= 1
     assert seams["rest"]["pixels"] == seams["blend"]["pixels"] + seams["interior"]["pixels"]
+    assert seams["seam"]["pixels"] == seams["seam_surface"]["pixels"] + seams["seam_edge"]["pixels"]
     assert 0 < seams["seam_fraction"] < 1 and seams["cell_color_gap"] >= 0
     written = json.loads((root / "eval" / "metrics.json").read_text())
     assert written["seams"]["seam"]["pixels"] == seams["seam"]["pixels"]

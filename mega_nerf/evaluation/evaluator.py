@@ -169,7 +169,8 @@ def seam_line(seams: dict | None) -> str:
 
     gap = seams["cell_color_gap"]
     return (f"seams: {100 * seams['seam_fraction']:.1f} % of the foreground pixels look at a border; PSNR there "
-            f"{db('seam')}, where cells blend {db('blend')}, where one cell answers {db('interior')}; cells' colour "
+            f"{db('seam')} (across a surface {db('seam_surface')}, at occlusion edges {db('seam_edge')}), where cells "
+            f"blend {db('blend')}, where one cell answers {db('interior')}; cells' colour "
             f"gap {'-' if gap is None else f'{gap:.4f}'} (all in metrics.json)")
 
 

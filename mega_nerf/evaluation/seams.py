@@ -10,6 +10,11 @@ inside the foreground), dilated by ``radius`` pixels: the image crosses a place 
 container switches from one set of cells to another.  The other foreground pixels are **blend**
 pixels (two or more cells answer, the same ones all around) or **interior** pixels (one cell).
 Pixels whose visible point is outside the foreground (sky, background model) are in no group.
+Seam pixels are split in two: **seam_edge** pixels, where the change of cells comes with a jump in
+depth (an occlusion edge whose two sides lie in different cells: a roof against the street behind
+it), and **seam_surface** pixels, where one surface crosses from cell to cell.  Occlusion edges
+are hard pixels whatever the cells do, so a low seam PSNR is only the cells' fault where
+seam_surface pixels are worse than interior ones.
 
 Why this definition: a pixel's colour comes almost entirely from the samples around its expected
 depth, so the cells that answer there are the cells that make the pixel.  Where that set changes
@@ -42,9 +47,12 @@ from mega_nerf.geometry.bounds import SceneBounds, inside_foreground
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.partition.centroids import routing_weights
 
-GROUPS = ("seam", "blend", "interior", "rest")
+GROUPS = ("seam", "seam_surface", "seam_edge", "blend", "interior", "rest")
 #: Pixels around a change of the answering cells that count as seam pixels.
 SEAM_RADIUS = 1
+#: Neighbouring pixels whose rendered depths differ by more than this fraction look at different
+#: surfaces (an occlusion edge), not across one surface.
+DEPTH_JUMP = 0.05
 
 
 def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float, cluster_2d: bool) -> torch.Tensor:
@@ -52,13 +60,17 @@ def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float
     return routing_weights(points, centroids.to(points.device), margin, cluster_2d) > 0
 
 
-def seam_pixels(cells: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS) -> torch.Tensor:
+def seam_pixels(cells: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS,
+                jump: torch.Tensor | None = None) -> torch.Tensor:
     """Pixels where the answering cells change between neighbouring pixels.
 
     Args:
         cells: (H, W, K) bool, the cells answering at each pixel's visible point.
         inside: (H, W) bool, pixels whose visible point is in the foreground (others never count).
         radius: dilation in pixels of the pixels on either side of a change.
+        jump: optional (2, H, W) bool; ``jump[0][i, j]`` (``jump[1]``): whether pixel (i, j) and the
+            one below (right of) it look at different surfaces; only the changes where this
+            holds count.
     Returns:
         (H, W) bool, within ``inside``.
     """
@@ -68,12 +80,26 @@ def seam_pixels(cells: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RA
         a, b = cells.narrow(dim, 0, n - 1), cells.narrow(dim, 1, n - 1)
         both = inside.narrow(dim, 0, n - 1) & inside.narrow(dim, 1, n - 1)
         change = (a != b).any(-1) & both
+        if jump is not None:
+            change &= jump[dim].narrow(dim, 0, n - 1)
         seam.narrow(dim, 0, n - 1).logical_or_(change)
         seam.narrow(dim, 1, n - 1).logical_or_(change)
     if radius > 0:
         seam = torch.nn.functional.max_pool2d(seam[None, None].float(), 2 * radius + 1, stride=1,
                                               padding=radius)[0, 0] > 0
     return seam & inside
+
+
+def depth_jumps(depth: torch.Tensor, threshold: float = DEPTH_JUMP) -> torch.Tensor:
+    """(H, W) depth -> (2, H, W) bool: whether each pixel and the one below it ([0]) or right of it
+    ([1]) differ in depth by more than ``threshold`` of the nearer one (False on the last row /
+    column)."""
+    out = torch.zeros((2, *depth.shape), dtype=torch.bool, device=depth.device)
+    for dim in (0, 1):
+        n = depth.shape[dim]
+        a, b = depth.narrow(dim, 0, n - 1), depth.narrow(dim, 1, n - 1)
+        out[dim].narrow(dim, 0, n - 1).copy_((a - b).abs() > threshold * torch.minimum(a, b).abs())
+    return out
 
 
 def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
@@ -85,17 +111,21 @@ def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tens
         depth: (H, W) rendered depth (normalised ray distance, as :func:`render_image` returns it).
         margin: the container's ``boundary_margin``.
     Returns:
-        groups {"seam", "blend", "interior", "rest"} -> (H, W) bool, visible points (H * W, 3),
-        ray directions (H * W, 3).
+        groups {"seam", "seam_surface", "seam_edge", "blend", "interior", "rest"} -> (H, W) bool,
+        visible points (H * W, 3), ray directions (H * W, 3).  ``seam_edge``: seam pixels at a change
+        of the answering cells where the depth jumps too (:data:`DEPTH_JUMP`: an occlusion edge whose
+        two sides lie in different cells, hard pixels whatever the cells do); ``seam_surface``:
+        the other seam pixels, where one surface crosses from cell to cell.
     """
     rays_o, rays_d = image_rays(W, H, intrinsics, c2w, bounds.center_pixels)
     points = rays_o + rays_d * depth.reshape(-1, 1).to(rays_o)
     inside = inside_foreground(points, bounds).reshape(H, W)
     cells = answering_cells(points, centroids, margin, cluster_2d).reshape(H, W, -1)
     seam = seam_pixels(cells, inside, radius)
+    edge = seam_pixels(cells, inside, radius, depth_jumps(depth.to(rays_o)))
     several = cells.sum(-1) >= 2
-    groups = {"seam": seam, "blend": inside & several & ~seam, "interior": inside & ~several & ~seam,
-              "rest": inside & ~seam}
+    groups = {"seam": seam, "seam_surface": seam & ~edge, "seam_edge": edge,
+              "blend": inside & several & ~seam, "interior": inside & ~several & ~seam, "rest": inside & ~seam}
     return groups, points, rays_d
 
 
@@ -195,6 +225,8 @@ def summarize_seams(per_image: list[dict | None]) -> dict | None:
     out["cell_color_gap"] = sum(r["cell_color_gap_sum"] for r in found) / gap_pixels if gap_pixels else None
     out["images"] = len(found)
     out["definition"] = ("seam: the cells answering at the pixel's expected-depth point differ from those at a "
-                         f"neighbouring pixel's (dilated by {found[0]['radius']} px); blend: two or more cells, "
-                         "no change; interior: one cell; rest: blend + interior (foreground pixels only)")
+                         f"neighbouring pixel's (dilated by {found[0]['radius']} px), split into seam_edge (where "
+                         f"the depth jumps by more than {DEPTH_JUMP:.0%} too: an occlusion edge) and seam_surface "
+                         "(one surface crossing cells); blend: two or more cells, no change; interior: one cell; "
+                         "rest: blend + interior (foreground pixels only)")
     return out
