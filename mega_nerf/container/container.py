@@ -3,9 +3,10 @@
 Routing follows Mega-NeRF: a sample goes to every cell whose centroid is within
 ``boundary_margin`` times the nearest centroid's distance, and the activated outputs (density
 after its activation, colour after the sigmoid) are blended with normalised inverse-distance
-weights (or tapered ones that fall continuously to zero at the band's edge: ``blend_weights``).  Background samples are routed by the point where their ray leaves the foreground
-ellipsoid.  A container file holds configs and weights only: it loads and renders without the
-dataset, the masks or any training state.
+weights (or tapered ones that fall continuously to zero at the band's edge: ``blend_weights``).
+Background samples are routed by the point where their ray leaves the foreground ellipsoid.  A
+container file holds configs and weights only: it loads and renders without the dataset, the
+masks or any training state.
 """
 from __future__ import annotations
 
