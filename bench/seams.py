@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Seams with and without ``--neighbor_agreement``: one synthetic city, one cell grid, trained twice
-(independent cells, then cells that agree with the neighbours trained before them), each merged and
+"""Seams with and without the options that make cells agree: one scene (the synthetic city, or a
+prepared capture with ``--dataset_path``), one cell grid, trained with independent cells and with
+each variant (default: cells that agree with the neighbours trained before them), each merged and
 evaluated with ``eval.py --seam_metrics``.  Prints a table and writes bench/results/<name>.json.
 
     python bench/seams.py --name seams_cpu_smoke --smoke --results_dir /tmp/seams_results
@@ -219,8 +220,8 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
 
 #: Names the result uses for itself (not --variant names).
 RESERVED = ("independent", "continued", "refined", "delta", "baseline")
-DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "seam_edge_psnr", "rest_psnr", "rest_mean_abs_error", "blend_psnr",
-              "interior_psnr", "cell_color_gap")
+DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "seam_edge_psnr", "rest_psnr",
+              "rest_mean_abs_error", "blend_psnr", "interior_psnr", "cell_color_gap")
 
 
 def agreement_flags(neighbor_agreement: float = 1.0, agreement_appearance: float = 0.1) -> str:
@@ -241,7 +242,7 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
             second call with other agreement flags trains only the variants whose folders were deleted.
         variants: name -> extra train_cells flags (default: ``agreement`` with ``--neighbor_agreement
             1.0 --agreement_appearance 0.1``).
-        eval_variants: name -> extra eval.py (and merge) flags: the independent cells merged and
+        eval_variants: name -> extra eval.py flags: the independent cells merged again and
             rendered otherwise, e.g. ``tapered='--blend_weights tapered'``.
         train_extra, eval_extra, masks_extra: extra train_cells.py / eval.py / create_cluster_masks.py flags.
         dataset, bench_config: an existing dataset instead of the synthetic city (``preset`` and
