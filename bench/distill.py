@@ -156,12 +156,14 @@ def main() -> None:
     teacher_eval = evaluate(py, config, data, container, work / "eval-teacher", args.eval_extra, log)
     rows["teacher"] = {"psnr": teacher_eval["psnr"]["mean"], "ssim": teacher_eval["ssim"]["mean"],
                        "rays_per_second": teacher_eval["rays_per_second"],
+                       "samples_per_ray": teacher_eval.get("samples_per_ray"),
                        "parameters": None, "distill_seconds": None}
 
     def time_renders(row: str, model: Path, flags: str) -> None:
         if args.speed_eval_extra:
             metrics = evaluate(py, config, data, model, work / f"speed-{row}", f"{flags} {args.speed_eval_extra}", log)
             rows[row]["speed_rays_per_second"] = metrics["rays_per_second"]
+            rows[row]["speed_samples_per_ray"] = metrics.get("samples_per_ray")
 
     time_renders("teacher", container, args.eval_extra)
     budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
@@ -181,6 +183,7 @@ def main() -> None:
                                f"{args.eval_extra} {args.student_eval_extra} {eval_flags}", log)
             rows[row] = {"kind": kind, "flags": flags, "eval_flags": eval_flags, "psnr": metrics["psnr"]["mean"],
                          "ssim": metrics["ssim"]["mean"], "rays_per_second": metrics["rays_per_second"],
+                         "samples_per_ray": metrics.get("samples_per_ray"),
                          "parameters": info["student_parameters"],
                          "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
                          "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
@@ -201,13 +204,14 @@ def main() -> None:
               "hash_runs_vs_target": verdicts}
     write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
     print(f"{'model':<12}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'timed':>11}"
-          f"{'distil s':>10}")
+          f"{'samples':>9}{'distil s':>10}")
     for name, r in rows.items():
         vs = f"{r['vs_teacher_psnr']:.2f}" if r.get("vs_teacher_psnr") is not None else "-"
         ds = f"{r['distill_seconds']:.1f}" if r.get("distill_seconds") is not None else "-"
         timed = f"{r['speed_rays_per_second']:.0f}" if r.get("speed_rays_per_second") else "-"
+        samples = f"{r['samples_per_ray']:.1f}" if r.get("samples_per_ray") is not None else "-"
         print(f"{name:<12}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
-              f"{r['rays_per_second']:>11.0f}{timed:>11}{ds:>10}")
+              f"{r['rays_per_second']:>11.0f}{timed:>11}{samples:>9}{ds:>10}")
     for row, v in verdicts.items():
         print(f"{row} vs container: {v['psnr_drop_db']:+.2f} dB drop, {v['parameter_ratio']:.3f}x parameters, "
               f"{v['speedup']:.2f}x render speed; target {'met' if v['met'] else 'not met'}")

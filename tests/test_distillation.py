@@ -194,7 +194,8 @@ def test_visibility_pruning_drops_the_matter_no_view_sees_and_keeps_the_pixels(s
     item = dataset.train[4]
     args = (item.W, item.H, item.intrinsics, item.c2w, item.image_index, teacher.bounds, sampling, 4096,
             torch.device("cpu"))
-    image = render_image(model, *args)[0]
+    before_stats, after_stats = {}, {}
+    image = render_image(model, *args, stats=before_stats)[0]
     fraction = visibility_prune(grid, model, training_views(dataset.train), teacher.bounds, sampling, 512, 0.01,
                                 torch.device("cpu"))
     assert not bool((grid.occupied & ~before).any())  # never grows
@@ -202,7 +203,9 @@ def test_visibility_pruning_drops_the_matter_no_view_sees_and_keeps_the_pixels(s
     deep = torch.tensor([[GROUND + 0.4, 0.0, 0.0], [GROUND + 0.4, 0.3, -0.2]])  # inside the ground
     surface = torch.tensor([[GROUND + 0.02, -0.3, 0.1], [ROOF + 0.02, 0.15, 0.0]])  # ground and roof tops
     assert not bool(grid.occupied_at(deep).any()) and bool(grid.occupied_at(surface).all())
-    assert psnr(render_image(model, *args)[0], image) > 35  # what the views see is unchanged
+    assert psnr(render_image(model, *args, stats=after_stats)[0], image) > 35  # what the views see is unchanged
+    # a grid that only shrinks never places more samples (at most coarse + fine of them)
+    assert 0 < after_stats["samples_per_ray"] <= before_stats["samples_per_ray"] <= 48
 
 
 def small_distiller(scene, model_type: str, steps: int, stages=(0.0, 0.0)) -> tuple[Distiller, dict]:
@@ -308,6 +311,7 @@ def test_eval_py_evaluates_a_student_with_its_stored_candidates(scene, tmp_path)
     assert stored["images"] == len(scene["dataset"].val) and math.isfinite(stored["psnr"]["mean"])
     assert stored["sampling"]["occupancy_candidates"] == 24
     assert stored["render_settings_from_model"] == {"occupancy_candidates": 24}
+    assert 0 < stored["samples_per_ray"] <= 24  # at most coarse + fine samples, in occupied space only
     given = evaluate("given", "--occupancy_candidates", "48")
     assert given["sampling"]["occupancy_candidates"] == 48 and given["render_settings_from_model"] == {}
     # What distill.py stores: half the candidates with visibility pruning, the flag's value, or nothing.

@@ -49,15 +49,25 @@ def load_model(args: argparse.Namespace, device: torch.device):
 WARM_UP_DOWNSCALE = 8
 
 
+def pooled_samples_per_ray(per_image: list[dict]) -> float | None:
+    """Foreground samples placed in occupied space per ray over all images (weighted by their
+    rays), or None when a model without occupancy grid rendered them."""
+    if not per_image or any(r["samples_per_ray"] is None for r in per_image):
+        return None
+    return sum(r["samples_per_ray"] * r["rays"] for r in per_image) / sum(r["rays"] for r in per_image)
+
+
 def render_view(model, item, dataset, protocol: str, bounds: SceneBounds, sampling: SamplingConfig, ray_batch: int,
-                device: torch.device, use_amp: bool, downscale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                device: torch.device, use_amp: bool, downscale: int = 1,
+                stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rgb, depth) of one validation view, at 1/``downscale`` of ``item``'s size, with its protocol's
-    appearance; the fields in bf16 under ``use_amp`` as in training, compositing in fp32."""
+    appearance; the fields in bf16 under ``use_amp`` as in training, compositing in fp32
+    (``stats``: see :func:`render_image`)."""
     w, h = max(1, item.W // downscale), max(1, item.H // downscale)
     scale = torch.tensor([w / item.W, h / item.H, w / item.W, h / item.H], dtype=item.intrinsics.dtype)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         return render_image(model, w, h, item.intrinsics * scale, item.c2w, appearance_index(dataset, item, protocol),
-                            bounds, sampling, ray_batch, device)
+                            bounds, sampling, ray_batch, device, stats)
 
 
 def warm_up(model, items, *render_args) -> None:
@@ -111,8 +121,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     warm_up(model, mine.values(), *render_args)
     phase_done("warm_up")
     for index, item in tqdm(mine.items(), desc=f"eval[rank {info.rank}]", disable=not info.is_main, file=sys.stdout):
-        started = time.time()
-        rgb, depth = render_view(model, item, *render_args)
+        started, stats = time.time(), {}
+        rgb, depth = render_view(model, item, *render_args, stats=stats)
         seconds = time.time() - started
         phase_done("render")
         gt = item.load_image().float() / 255
@@ -122,6 +132,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         save_png(to_uint8(rgb), output / "rendered" / f"{item.stem}.png")
         results.append({"index": index, "stem": item.stem, "psnr": psnr(pred_s, gt_s), "ssim": ssim(pred_s, gt_s),
                         "lpips": lpips(pred_s, gt_s), "seconds": seconds, "rays": item.W * item.H,
+                        "samples_per_ray": stats.get("samples_per_ray"),
                         "width": item.W, "height": item.H})
         if getattr(args, "seam_metrics", False):  # pixels that look at a border between cells
             results[-1]["seams"] = image_seam_metrics(model, bounds, item.W, item.H, item.intrinsics, item.c2w,
@@ -140,6 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "lpips_status": "computed (vgg)" if lpips.available else f"not computed: {lpips.reason}",
             "rays_per_second": sum(r["rays"] for r in gathered) / max(total_seconds, 1e-9),
             "seconds_per_image": total_seconds / max(len(gathered), 1),
+            "samples_per_ray": pooled_samples_per_ray(gathered),
             "processes": info.world_size, "device": str(device), "main_rank_phase_seconds": phases,
             "model": str(args.container_path or args.ckpt_path),
             "sampling": {"occupancy_candidates": args.occupancy_candidates, "coarse_samples": args.coarse_samples,
@@ -152,7 +164,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         atomic_write_json(metrics, output / "metrics.json")
         print(f"PSNR {metrics['psnr']['mean']:.2f} dB, SSIM {metrics['ssim']['mean']:.4f} over {len(gathered)} "
               f"validation images ({DESCRIPTIONS[args.val_protocol]}); "
-              f"{metrics['rays_per_second']:.0f} rays/s; results in {output}", flush=True)
+              f"{metrics['rays_per_second']:.0f} rays/s"
+              + ("" if metrics["samples_per_ray"] is None else f" ({metrics['samples_per_ray']:.1f} samples per ray)")
+              + f"; results in {output}", flush=True)
     distributed.barrier()
     distributed.shutdown()
     return metrics

@@ -62,7 +62,9 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
         with_samples: also return the foreground samples' depths and weights.
     Returns:
         rgb (N, 3), depth (N,), rgb_fg (N, 3), transmittance_fg (N,); with ``with_samples``
-        also z (N, S) and weights (N, S) of the foreground samples (zero weight on padding).
+        also z (N, S) and weights (N, S) of the foreground samples (zero weight on padding); for a
+        model with an occupancy grid, samples (N,): the foreground samples placed in occupied space
+        (what render speed depends on most), when rendering without gradients.
 
     A model with ``white_background`` (and no background model) composites the light left after
     the foreground onto white instead of making the last sample opaque.
@@ -81,6 +83,8 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, appearance: t
         fg = _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, open_end, sampling,
                                    train)
     out = {"rgb": fg["rgb"], "depth": fg["depth"], "rgb_fg": fg["rgb"], "transmittance_fg": fg["transmittance"]}
+    if "samples" in fg:
+        out["samples"] = fg["samples"]
     if with_samples:
         out["z"], out["weights"] = fg["z"], fg["weights"]
     if white:
@@ -119,6 +123,8 @@ def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg,
                                             torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas, eps)
     out = composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
     out["z"] = z
+    if not (train or torch.is_grad_enabled()):  # kept off the training step
+        out["samples"] = valid.sum(1)
     return out
 
 
@@ -214,18 +220,25 @@ def render_background(model, rays_o, rays_d, appearance, far, t_exit, center, ra
 @torch.no_grad()
 def render_image(model, W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, appearance_index: int,
                  bounds: SceneBounds, sampling: SamplingConfig, ray_batch: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+                 device: torch.device, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Render a whole image deterministically.
 
+    Args:
+        stats: if given, ``stats["samples_per_ray"]`` is set to the mean number of foreground samples
+            placed in occupied space per ray (models with an occupancy grid).
     Returns:
         rgb (H, W, 3) float in [0, 1] on CPU, depth (H, W) normalised ray distance on CPU.
     """
     rays_o, rays_d = image_rays(W, H, intrinsics.to(device), c2w.to(device), bounds.center_pixels)
-    rgbs, depths = [], []
+    rgbs, depths, samples = [], [], []
     for start in range(0, rays_o.shape[0], ray_batch):
         o, d = rays_o[start:start + ray_batch], rays_d[start:start + ray_batch]
         app = torch.full((o.shape[0],), appearance_index, dtype=torch.long, device=device)
         out = render_rays(model, o, d, app, bounds, sampling, train=False)
         rgbs.append(out["rgb"].float().clamp(0, 1).cpu())
         depths.append(out["depth"].float().cpu())
+        if stats is not None and "samples" in out:
+            samples.append(out["samples"].sum())
+    if samples:
+        stats["samples_per_ray"] = float(torch.stack(samples).sum()) / rays_o.shape[0]
     return torch.cat(rgbs).reshape(H, W, 3), torch.cat(depths).reshape(H, W)
