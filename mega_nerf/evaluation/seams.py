@@ -60,34 +60,32 @@ def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float
     return routing_weights(points, centroids.to(points.device), margin, cluster_2d) > 0
 
 
-def seam_pixels(cells: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS,
-                jump: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixels where the answering cells change between neighbouring pixels.
-
-    Args:
-        cells: (H, W, K) bool, the cells answering at each pixel's visible point.
-        inside: (H, W) bool, pixels whose visible point is in the foreground (others never count).
-        radius: dilation in pixels of the pixels on either side of a change.
-        jump: optional (2, H, W) bool; ``jump[0][i, j]`` (``jump[1]``): whether pixel (i, j) and the
-            one below (right of) it look at different surfaces; only the changes where this
-            holds count.
-    Returns:
-        (H, W) bool, within ``inside``.
-    """
-    seam = torch.zeros_like(inside)
+def cell_changes(cells: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(H, W, K) answering cells, (H, W) foreground -> (2, H, W) bool: whether each pixel and the one
+    below it ([0]) or right of it ([1]) are both in the foreground and answered by different cells
+    (False on the last row / column), the layout of :func:`depth_jumps`."""
+    out = torch.zeros((2, *inside.shape), dtype=torch.bool, device=inside.device)
     for dim in (0, 1):
         n = cells.shape[dim]
         a, b = cells.narrow(dim, 0, n - 1), cells.narrow(dim, 1, n - 1)
         both = inside.narrow(dim, 0, n - 1) & inside.narrow(dim, 1, n - 1)
-        change = (a != b).any(-1) & both
-        if jump is not None:
-            change &= jump[dim].narrow(dim, 0, n - 1)
-        seam.narrow(dim, 0, n - 1).logical_or_(change)
-        seam.narrow(dim, 1, n - 1).logical_or_(change)
+        out[dim].narrow(dim, 0, n - 1).copy_((a != b).any(-1) & both)
+    return out
+
+
+def pixels_of_pairs(pairs: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS) -> torch.Tensor:
+    """(2, H, W) marked pixel pairs (:func:`cell_changes`) -> (H, W) bool: both pixels of every marked
+    pair, dilated by ``radius`` pixels, within ``inside``."""
+    marked = torch.zeros_like(inside)
+    for dim in (0, 1):
+        n = inside.shape[dim]
+        pair = pairs[dim].narrow(dim, 0, n - 1)
+        marked.narrow(dim, 0, n - 1).logical_or_(pair)
+        marked.narrow(dim, 1, n - 1).logical_or_(pair)
     if radius > 0:
-        seam = torch.nn.functional.max_pool2d(seam[None, None].float(), 2 * radius + 1, stride=1,
-                                              padding=radius)[0, 0] > 0
-    return seam & inside
+        marked = torch.nn.functional.max_pool2d(marked[None, None].float(), 2 * radius + 1, stride=1,
+                                                padding=radius)[0, 0] > 0
+    return marked & inside
 
 
 def depth_jumps(depth: torch.Tensor, threshold: float = DEPTH_JUMP) -> torch.Tensor:
@@ -104,7 +102,8 @@ def depth_jumps(depth: torch.Tensor, threshold: float = DEPTH_JUMP) -> torch.Ten
 
 def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
                        bounds: SceneBounds, centroids: torch.Tensor, margin: float, cluster_2d: bool,
-                       radius: int = SEAM_RADIUS) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                       radius: int = SEAM_RADIUS
+                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seam, blend and interior pixels of one rendered image (see the module docstring).
 
     Args:
@@ -112,7 +111,8 @@ def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tens
         margin: the container's ``boundary_margin``.
     Returns:
         groups {"seam", "seam_surface", "seam_edge", "blend", "interior", "rest"} -> (H, W) bool,
-        visible points (H * W, 3), ray directions (H * W, 3).  ``seam_edge``: seam pixels at a change
+        visible points (H * W, 3), ray directions (H * W, 3), and (H, W) bool: two or more cells
+        answer at the pixel's visible point.  ``seam_edge``: seam pixels at a change
         of the answering cells where the depth jumps too (:data:`DEPTH_JUMP`: an occlusion edge whose
         two sides lie in different cells, hard pixels whatever the cells do); ``seam_surface``:
         the other seam pixels, where one surface crosses from cell to cell.
@@ -121,12 +121,13 @@ def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tens
     points = rays_o + rays_d * depth.reshape(-1, 1).to(rays_o)
     inside = inside_foreground(points, bounds).reshape(H, W)
     cells = answering_cells(points, centroids, margin, cluster_2d).reshape(H, W, -1)
-    seam = seam_pixels(cells, inside, radius)
-    edge = seam_pixels(cells, inside, radius, depth_jumps(depth.to(rays_o)))
+    changes = cell_changes(cells, inside)
+    seam = pixels_of_pairs(changes, inside, radius)
+    edge = pixels_of_pairs(changes & depth_jumps(depth.to(rays_o)), inside, radius)
     several = cells.sum(-1) >= 2
     groups = {"seam": seam, "seam_surface": seam & ~edge, "seam_edge": edge,
               "blend": inside & several & ~seam, "interior": inside & ~several & ~seam, "rest": inside & ~seam}
-    return groups, points, rays_d
+    return groups, points, rays_d, several
 
 
 def error_sums(pred: torch.Tensor, gt: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict:
@@ -194,18 +195,16 @@ def image_seam_metrics(model, bounds: SceneBounds, W: int, H: int, intrinsics: t
     if not hasattr(model, "centroids"):
         return None
     device = model.centroids.device
-    groups, points, dirs = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device), bounds,
+    groups, points, dirs, several = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device), bounds,
                                               model.centroids, model.boundary_margin, model.cluster_2d, radius)
     masks = {name: split_for_protocol(mask[..., None].cpu(), protocol)[..., 0] for name, mask in groups.items()}
     sums = error_sums(split_for_protocol(rgb, protocol), split_for_protocol(gt, protocol), masks)
     scored = split_for_protocol(torch.arange(H * W, device=device).reshape(H, W, 1), protocol).reshape(-1)
-    overlap = (groups["seam"] | groups["blend"]).reshape(-1)
-    index = scored[overlap[scored]]  # scored pixels whose visible point two or more cells may answer
+    overlap = ((groups["seam"] | groups["blend"]) & several).reshape(-1)
+    index = scored[overlap[scored]]  # scored pixels whose visible point two or more cells answer
     gap = 0.0
     if hasattr(model, "sub_modules") and index.numel():
-        gaps = cell_color_gap(model, points[index], dirs[index], appearance)
-        several = answering_cells(points[index], model.centroids, model.boundary_margin, model.cluster_2d).sum(-1) >= 2
-        gap, index = float(gaps[several].sum()), index[several]
+        gap = float(cell_color_gap(model, points[index], dirs[index], appearance).sum())
     return {"sums": sums, "cell_color_gap_sum": gap, "gap_pixels": int(index.numel()), "radius": radius,
             **{name: scores(sums[name]) for name in GROUPS}}
 

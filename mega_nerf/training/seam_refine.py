@@ -32,8 +32,7 @@ from mega_nerf.training.neighbor_agreement import finished_checkpoint
 
 #: Options that place this run or configure the refinement itself, never taken from a cell's hparams.
 OWN_OPTIONS = {"exp_name", "cluster_mask_path", "seam_refine_iterations", "cells", "ckpt_path", "command_line",
-               "device", "num_threads",
-               "config_file"}
+               "device", "num_threads", "config_file"}
 
 
 def trained_cell_args(args: argparse.Namespace, cell: int) -> argparse.Namespace:
