@@ -153,6 +153,25 @@ def main() -> None:
     else:
         data, config, container, times = make_teacher(args, work, py, log)
     rows = {}
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
+              else ["--distill_steps", str(args.distill_steps)])
+
+    def save(complete: bool) -> dict:
+        """Write <name>.json with the rows so far (after every model, so a run cut off by a time
+        limit keeps what it measured; ``complete`` says whether every model was done)."""
+        teacher = rows["teacher"]
+        verdicts = {row: against_target(teacher, r) for row, r in rows.items() if row.split("@")[0] == "hash"}
+        result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
+                  "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
+                  "budget": budget, "student_eval_extra": args.student_eval_extra,
+                  "speed_eval_extra": args.speed_eval_extra,
+                  "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
+                  "models": rows, "target": TARGET, "hash_vs_target": verdicts.get("hash"),
+                  "hash_runs_vs_target": verdicts, "complete": complete}
+        write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
+        return result
+
     teacher_eval = evaluate(py, config, data, container, work / "eval-teacher", args.eval_extra, log)
     rows["teacher"] = {"psnr": teacher_eval["psnr"]["mean"], "ssim": teacher_eval["ssim"]["mean"],
                        "rays_per_second": teacher_eval["rays_per_second"],
@@ -166,8 +185,7 @@ def main() -> None:
             rows[row]["speed_samples_per_ray"] = metrics.get("samples_per_ray")
 
     time_renders("teacher", container, args.eval_extra)
-    budget = (["--distill_seconds", str(args.distill_seconds)] if args.distill_seconds
-              else ["--distill_steps", str(args.distill_steps)])
+    save(complete=False)
     for spec in args.students:
         name, kind, flags = parse_student(spec)
         student = work / f"student-{name}.pt"
@@ -191,18 +209,9 @@ def main() -> None:
                          "occupied_with_density": info.get("occupied_with_density"),
                          "occupancy_candidates": metrics.get("sampling", {}).get("occupancy_candidates")}
             time_renders(row, student, f"{args.eval_extra} {args.student_eval_extra} {eval_flags}")
-    teacher = rows["teacher"]
-    verdicts = {row: against_target(teacher, r) for row, r in rows.items() if row.split("@")[0] == "hash"}
-    verdict = verdicts.get("hash")
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
-              "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
-              "budget": budget, "student_eval_extra": args.student_eval_extra,
-              "speed_eval_extra": args.speed_eval_extra,
-              "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
-              "models": rows, "target": TARGET, "hash_vs_target": verdict,
-              "hash_runs_vs_target": verdicts}
-    write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
+            save(complete=False)
+    result = save(complete=True)
+    verdicts = result["hash_runs_vs_target"]
     print(f"{'model':<12}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'timed':>11}"
           f"{'samples':>9}{'distil s':>10}")
     for name, r in rows.items():

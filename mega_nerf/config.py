@@ -195,7 +195,9 @@ def add_agreement_options(p: configargparse.ArgumentParser) -> None:
                         "samples are pulled toward those of the neighbours that are already trained (their final "
                         "checkpoints in PREFIX<j>, frozen, loaded when first needed), weighted by the neighbour's "
                         "blend weight; neighbours still training are not used; a cell without trained "
-                        "neighbours trains exactly as without the option; needs --cluster_mask_path")
+                        "neighbours trains exactly as without the option; needs --cluster_mask_path.  The term "
+                        "is a squared log-density difference, far larger than the photometric loss: use 0.01 or "
+                        "less (0.1 and 1 cost 0.5 and 1.3 dB overall in bench/seams.py)")
     g.add_argument("--agreement_blend", action="store_true",
                    help="render this cell's training rays through the blend the container will use: wherever "
                         "a trained neighbour's routing weight is non-zero, density and colour are the routing-"
