@@ -11,7 +11,7 @@ model, and the whole call.  Random weights: timing does not depend on what the f
 only on where samples go.  Writes bench/results/<name>.json and prints a table.
 
 With ``--container_path`` (and ``--student_path``) it profiles those trained models instead, on
-the first validation view at ``--val_scale_factor`` (their own occupancy grids, the student's
+the first validation view at ``--scale`` (their own occupancy grids, the student's
 stored render settings), and also times whole-image renders as eval.py does for each
 ``--image_batches`` rays per render call.
 
