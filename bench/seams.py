@@ -106,7 +106,7 @@ seams_cpu_weights2.json; ``w0003`` is ``--neighbor_agreement 0.003 --agreement_a
     w001a0          +0.11    +0.25  +0.33    +0.25  -0.19
     w003            -0.14    +0.10  +0.16    -0.03  -0.78
     w01             -0.51    -0.43  -0.68    +0.13  -1.46
-    (w1, seams_cpu.json  -1.28  -1.37)
+    w1              -1.28    -1.37  -      -      -1.70   (seams_cpu.json, before the split)
 
 Another seed moves every number by 0.3 to 0.6 dB, as much as any weight up to 0.01 does; 0.03
 and above cost interior pixels and 0.1 and above overall PSNR, beyond that noise.
