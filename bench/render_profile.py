@@ -35,11 +35,12 @@ from bench.common import timed, versions, write_bench_config, write_result
 from mega_nerf.config import parse, train_parser
 from mega_nerf.container.container import Container, load_container
 from mega_nerf.data.format import load_dataset
+from mega_nerf.evaluation.evaluator import render_view
 from mega_nerf.fields.model import model_config_from_args
 from mega_nerf.geometry.bounds import ray_segments, scene_bounds_from_args
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.render import renderer
-from mega_nerf.render.renderer import SamplingConfig, render_image, render_rays
+from mega_nerf.render.renderer import SamplingConfig, render_rays
 from mega_nerf.render.volume import composite_intervals, occupied_samples
 
 
@@ -110,13 +111,11 @@ def random_models(args, dataset, train_args, bounds) -> tuple[Container, Contain
 
 
 @torch.no_grad()
-def image_seconds(model, item, bounds, sampling: SamplingConfig, ray_batch: int, device, repeats: int) -> float:
-    """Median seconds of one whole-image render as eval.py times it (bf16 fields on CUDA)."""
-    def render():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            render_image(model, item.W, item.H, item.intrinsics, item.c2w, item.image_index, bounds, sampling,
-                         ray_batch, device)
-    return timed(render, repeats)
+def image_seconds(model, item, dataset, protocol: str, bounds, sampling: SamplingConfig, ray_batch: int, device,
+                  repeats: int) -> float:
+    """Median seconds of one whole-image render as eval.py times it (:func:`render_view`)."""
+    return timed(lambda: render_view(model, item, dataset, protocol, bounds, sampling, ray_batch, device,
+                                     device.type == "cuda"), repeats)
 
 
 def print_kernel_table(name: str, fn, rows: int) -> None:
@@ -200,11 +199,13 @@ def main() -> None:
         sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
                                   candidates, None)
         for batch in args.image_batches:
-            seconds = image_seconds(model, item, bounds, sampling, batch, device, args.repeats)
+            seconds = image_seconds(model, item, dataset, train_args.val_protocol, bounds, sampling, batch,
+                                    device, args.repeats)
             images[f"{name}-c{candidates}-b{batch}"] = {"seconds": seconds, "rays_per_second": item.W * item.H / seconds}
         if args.kernel_table and args.image_batches:
-            print_kernel_table(name, lambda: image_seconds(model, item, bounds, sampling, args.image_batches[0],
-                                                           device, 1), args.kernel_table)
+            print_kernel_table(name, lambda: image_seconds(model, item, dataset, train_args.val_protocol, bounds,
+                                                           sampling, args.image_batches[0], device, 1),
+                               args.kernel_table)
     result = {"name": args.name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
               "versions": versions(), "dataset": args.dataset_path, "rays": args.rays,

@@ -60,17 +60,21 @@ def answering_cells(points: torch.Tensor, centroids: torch.Tensor, margin: float
     return routing_weights(points, centroids.to(points.device), margin, cluster_2d) > 0
 
 
-def cell_changes(cells: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """(H, W, K) answering cells, (H, W) foreground -> (2, H, W) bool: whether each pixel and the one
-    below it ([0]) or right of it ([1]) are both in the foreground and answered by different cells
-    (False on the last row / column), the layout of :func:`depth_jumps`."""
-    out = torch.zeros((2, *inside.shape), dtype=torch.bool, device=inside.device)
+def neighbour_pairs(values: torch.Tensor, relation) -> torch.Tensor:
+    """(H, W, ...) per-pixel values -> (2, H, W) bool: ``relation(a, b)`` of each pixel ``a`` and the
+    one below it ([0]) or right of it ([1]) (False on the last row / column)."""
+    h, w = values.shape[:2]
+    out = torch.zeros((2, h, w), dtype=torch.bool, device=values.device)
     for dim in (0, 1):
-        n = cells.shape[dim]
-        a, b = cells.narrow(dim, 0, n - 1), cells.narrow(dim, 1, n - 1)
-        both = inside.narrow(dim, 0, n - 1) & inside.narrow(dim, 1, n - 1)
-        out[dim].narrow(dim, 0, n - 1).copy_((a != b).any(-1) & both)
+        n = values.shape[dim]
+        out[dim].narrow(dim, 0, n - 1).copy_(relation(values.narrow(dim, 0, n - 1), values.narrow(dim, 1, n - 1)))
     return out
+
+
+def cell_changes(cells: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(H, W, K) answering cells, (H, W) foreground -> (2, H, W) bool: whether each pixel and its
+    neighbour (:func:`neighbour_pairs`) are both in the foreground and answered by different cells."""
+    return neighbour_pairs(cells, lambda a, b: (a != b).any(-1)) & neighbour_pairs(inside, torch.logical_and)
 
 
 def pixels_of_pairs(pairs: torch.Tensor, inside: torch.Tensor, radius: int = SEAM_RADIUS) -> torch.Tensor:
@@ -89,15 +93,9 @@ def pixels_of_pairs(pairs: torch.Tensor, inside: torch.Tensor, radius: int = SEA
 
 
 def depth_jumps(depth: torch.Tensor, threshold: float = DEPTH_JUMP) -> torch.Tensor:
-    """(H, W) depth -> (2, H, W) bool: whether each pixel and the one below it ([0]) or right of it
-    ([1]) differ in depth by more than ``threshold`` of the nearer one (False on the last row /
-    column)."""
-    out = torch.zeros((2, *depth.shape), dtype=torch.bool, device=depth.device)
-    for dim in (0, 1):
-        n = depth.shape[dim]
-        a, b = depth.narrow(dim, 0, n - 1), depth.narrow(dim, 1, n - 1)
-        out[dim].narrow(dim, 0, n - 1).copy_((a - b).abs() > threshold * torch.minimum(a, b).abs())
-    return out
+    """(H, W) depth -> (2, H, W) bool: whether each pixel and its neighbour (:func:`neighbour_pairs`)
+    differ in depth by more than ``threshold`` of the nearer one."""
+    return neighbour_pairs(depth, lambda a, b: (a - b).abs() > threshold * torch.minimum(a, b).abs())
 
 
 def image_pixel_groups(W: int, H: int, intrinsics: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
@@ -195,8 +193,9 @@ def image_seam_metrics(model, bounds: SceneBounds, W: int, H: int, intrinsics: t
     if not hasattr(model, "centroids"):
         return None
     device = model.centroids.device
-    groups, points, dirs, several = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device), bounds,
-                                              model.centroids, model.boundary_margin, model.cluster_2d, radius)
+    groups, points, dirs, several = image_pixel_groups(W, H, intrinsics.to(device), c2w.to(device), depth.to(device),
+                                                       bounds, model.centroids, model.boundary_margin,
+                                                       model.cluster_2d, radius)
     masks = {name: split_for_protocol(mask[..., None].cpu(), protocol)[..., 0] for name, mask in groups.items()}
     sums = error_sums(split_for_protocol(rgb, protocol), split_for_protocol(gt, protocol), masks)
     scored = split_for_protocol(torch.arange(H * W, device=device).reshape(H, W, 1), protocol).reshape(-1)
