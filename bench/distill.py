@@ -78,6 +78,12 @@ def evaluate(py: str, config: Path, data: Path, model: Path, out: Path, extra: s
     return json.loads((out / "metrics.json").read_text())
 
 
+def eval_numbers(metrics: dict) -> dict:
+    """The row entries taken from eval.py's metrics.json."""
+    return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
+            "rays_per_second": metrics["rays_per_second"], "samples_per_ray": metrics.get("samples_per_ray")}
+
+
 def parse_student(spec: str) -> tuple[str, str, str]:
     """``KIND`` or ``NAME=KIND:FLAGS`` of ``--students`` -> (NAME, KIND, FLAGS)."""
     if "=" not in spec.split(":")[0]:
@@ -88,11 +94,18 @@ def parse_student(spec: str) -> tuple[str, str, str]:
 
 
 def parse_eval_variant(spec: str) -> tuple[str, str]:
-    """``NAME=FLAGS`` of ``--student_eval_variant`` -> (NAME, FLAGS)."""
+    """``NAME=FLAGS`` of ``--eval_variant`` and ``--student_eval_variant`` -> (NAME, FLAGS)."""
     name, sep, flags = spec.partition("=")
     if not sep or not name or "@" in name:
-        raise SystemExit(f"--student_eval_variant wants NAME=FLAGS (NAME without '@'), got {spec!r}")
+        raise SystemExit(f"an eval variant wants NAME=FLAGS (NAME without '@'), got {spec!r}")
     return name, flags
+
+
+def teacher_row(row: str, rows: dict) -> str:
+    """The teacher row a student row is judged against: ``teacher@V`` for a row ``STUDENT@V`` of an
+    ``--eval_variant`` V (both rendered alike), else ``teacher``."""
+    variant = row.partition("@")[2]
+    return f"teacher@{variant}" if f"teacher@{variant}" in rows else "teacher"
 
 
 def render_speed(row: dict) -> float:
@@ -135,6 +148,10 @@ def main() -> None:
     p.add_argument("--student_eval_variant", action="append", default=[], metavar="NAME=FLAGS",
                    help="evaluate every student once more with these eval.py flags, as row STUDENT@NAME "
                         "(repeatable), e.g. 'c256=--occupancy_candidates 256'")
+    p.add_argument("--eval_variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="evaluate the teacher and every student once more with these eval.py flags, as rows "
+                        "teacher@NAME and STUDENT@NAME (repeatable; a student row is judged against the teacher "
+                        "row of its variant), e.g. 'w0=--color_min_weight 0'")
     p.add_argument("--speed_eval_extra", default="",
                    help="time every model once more with these eval.py flags, e.g. '--val_scale_factor 1 "
                         "--max_val_images 4': small validation renders (a few thousand rays each) measure "
@@ -161,7 +178,8 @@ def main() -> None:
         """Write <name>.json with the rows so far (after every model, so a run cut off by a time
         limit keeps what it measured; ``complete`` says whether every model was done)."""
         teacher = rows["teacher"]
-        verdicts = {row: against_target(teacher, r) for row, r in rows.items() if row.split("@")[0] == "hash"}
+        verdicts = {row: {"against": teacher_row(row, rows), **against_target(rows[teacher_row(row, rows)], r)}
+                    for row, r in rows.items() if row.split("@")[0] == "hash"}
         result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
                   "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
                   "budget": budget, "student_eval_extra": args.student_eval_extra,
@@ -173,10 +191,7 @@ def main() -> None:
         return result
 
     teacher_eval = evaluate(py, config, data, container, work / "eval-teacher", args.eval_extra, log)
-    rows["teacher"] = {"psnr": teacher_eval["psnr"]["mean"], "ssim": teacher_eval["ssim"]["mean"],
-                       "rays_per_second": teacher_eval["rays_per_second"],
-                       "samples_per_ray": teacher_eval.get("samples_per_ray"),
-                       "parameters": None, "distill_seconds": None}
+    rows["teacher"] = {**eval_numbers(teacher_eval), "parameters": None, "distill_seconds": None}
 
     def time_renders(row: str, model: Path, flags: str) -> None:
         if args.speed_eval_extra:
@@ -186,6 +201,13 @@ def main() -> None:
 
     time_renders("teacher", container, args.eval_extra)
     save(complete=False)
+    variants = list(map(parse_eval_variant, args.eval_variant))
+    for eval_name, eval_flags in variants:
+        row = f"teacher@{eval_name}"
+        metrics = evaluate(py, config, data, container, work / f"eval-{row}", f"{args.eval_extra} {eval_flags}", log)
+        rows[row] = {"eval_flags": eval_flags, **eval_numbers(metrics), "parameters": None, "distill_seconds": None}
+        time_renders(row, container, f"{args.eval_extra} {eval_flags}")
+        save(complete=False)
     for spec in args.students:
         name, kind, flags = parse_student(spec)
         student = work / f"student-{name}.pt"
@@ -194,14 +216,14 @@ def main() -> None:
                               str(student), "--overwrite", "--quiet", *budget, *args.distill_extra.split(),
                               *flags.split()], log)
         info = json.loads(student.with_name(student.name + ".json").read_text())
-        rows["teacher"]["parameters"] = info["teacher_parameters"]
-        for eval_name, eval_flags in [("", ""), *map(parse_eval_variant, args.student_eval_variant)]:
+        for row in rows:
+            if row.split("@")[0] == "teacher":
+                rows[row]["parameters"] = info["teacher_parameters"]
+        for eval_name, eval_flags in [("", ""), *variants, *map(parse_eval_variant, args.student_eval_variant)]:
             row = f"{name}@{eval_name}" if eval_name else name
             metrics = evaluate(py, config, data, student, work / f"eval-{row}",
                                f"{args.eval_extra} {args.student_eval_extra} {eval_flags}", log)
-            rows[row] = {"kind": kind, "flags": flags, "eval_flags": eval_flags, "psnr": metrics["psnr"]["mean"],
-                         "ssim": metrics["ssim"]["mean"], "rays_per_second": metrics["rays_per_second"],
-                         "samples_per_ray": metrics.get("samples_per_ray"),
+            rows[row] = {"kind": kind, "flags": flags, "eval_flags": eval_flags, **eval_numbers(metrics),
                          "parameters": info["student_parameters"],
                          "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
                          "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
@@ -222,7 +244,7 @@ def main() -> None:
         print(f"{name:<12}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
               f"{r['rays_per_second']:>11.0f}{timed:>11}{samples:>9}{ds:>10}")
     for row, v in verdicts.items():
-        print(f"{row} vs container: {v['psnr_drop_db']:+.2f} dB drop, {v['parameter_ratio']:.3f}x parameters, "
+        print(f"{row} vs {v['against']}: {v['psnr_drop_db']:+.2f} dB drop, {v['parameter_ratio']:.3f}x parameters, "
               f"{v['speedup']:.2f}x render speed; target {'met' if v['met'] else 'not met'}")
 
 

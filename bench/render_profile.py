@@ -40,7 +40,7 @@ from mega_nerf.fields.model import model_config_from_args
 from mega_nerf.geometry.bounds import ray_segments, scene_bounds_from_args
 from mega_nerf.geometry.rays import image_rays
 from mega_nerf.render import renderer
-from mega_nerf.render.renderer import SamplingConfig, render_rays
+from mega_nerf.render.renderer import DEFAULT_COLOR_MIN_WEIGHT, SamplingConfig, render_rays
 from mega_nerf.render.volume import composite_intervals, occupied_samples
 
 
@@ -79,7 +79,8 @@ def profile(model, rays_o, rays_d, appearance, bounds, sampling: SamplingConfig,
                                  samples, False), repeats)
     points = rays_o[:, None] + rays_d[:, None] * z[..., None]
     seconds["fields"], (sigma, rgb) = timed_result(
-        lambda: renderer._evaluate_until_opaque(model, points, rays_d, appearance, valid, deltas, 0.0), repeats)
+        lambda: renderer._evaluate_until_opaque(model, points, rays_d, appearance, valid, deltas, 0.0,
+                                                sampling.color_min_weight), repeats)
     seconds["composite"], _ = timed_result(
         lambda: composite_intervals(sigma.reshape(n, -1), rgb.reshape(n, -1, 3), z, deltas), repeats)
     seconds["whole"], out = timed_result(
@@ -88,6 +89,8 @@ def profile(model, rays_o, rays_d, appearance, bounds, sampling: SamplingConfig,
                                                                             "composite")), 0.0)
     return {"seconds": seconds, "rays_per_second": n / seconds["whole"],
             "valid_samples_per_ray": float(valid.sum(1).float().mean()),
+            # colour is a sigmoid, never exactly 0 where evaluated (see --color_min_weights)
+            "coloured_samples_per_ray": float((rgb.reshape(n, -1, 3).abs().sum(-1) > 0).sum(1).float().mean()),
             "background_ray_fraction": float((far > t_exit).float().mean()) if model.has_background else 0.0,
             "candidates_per_ray": sampling.occupancy_candidates,
             "occupied_fraction": sum(g.occupied_fraction() for g in model.occupancy_grids) / len(model.occupancy_grids)}
@@ -142,6 +145,8 @@ def main() -> None:
     p.add_argument("--student_log2_size", type=int, default=18)
     p.add_argument("--candidates", type=int, nargs="+", default=[1024, 256],
                    help="occupancy candidates per ray to profile")
+    p.add_argument("--color_min_weights", type=float, nargs="+", default=[DEFAULT_COLOR_MIN_WEIGHT],
+                   help="profile with each of these --color_min_weight values (0: colour at every sample)")
     p.add_argument("--container_path", default=None, help="a trained container to profile (else random weights)")
     p.add_argument("--student_path", default=None, help="with --container_path: a distilled student too")
     p.add_argument("--config_file", default=None,
@@ -186,22 +191,25 @@ def main() -> None:
     rows = {}
     use_amp = device.type == "cuda"
     for candidates in args.candidates:
-        sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
-                                  candidates, 0.0)
-        for name, model in models.items():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                rows[f"{name}-c{candidates}"] = profile(model, rays_o, rays_d, appearance, bounds, sampling,
-                                                        args.repeats)
+        for weight in args.color_min_weights:
+            sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
+                                      candidates, 0.0, weight)
+            for name, model in models.items():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    rows[f"{name}-c{candidates}-w{weight:g}"] = profile(model, rays_o, rays_d, appearance, bounds,
+                                                                        sampling, args.repeats)
     images = {}
     for name, model in models.items():
         candidates = settings.get("occupancy_candidates", train_args.occupancy_candidates) if name == "student" \
             else train_args.occupancy_candidates
-        sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
-                                  candidates, None)
-        for batch in args.image_batches:
-            seconds = image_seconds(model, item, dataset, train_args.val_protocol, bounds, sampling, batch,
-                                    device, args.repeats)
-            images[f"{name}-c{candidates}-b{batch}"] = {"seconds": seconds, "rays_per_second": item.W * item.H / seconds}
+        for weight in args.color_min_weights:
+            sampling = SamplingConfig(train_args.coarse_samples, train_args.fine_samples, train_args.bg_samples,
+                                      candidates, None, weight)
+            for batch in args.image_batches:
+                seconds = image_seconds(model, item, dataset, train_args.val_protocol, bounds, sampling, batch,
+                                        device, args.repeats)
+                images[f"{name}-c{candidates}-w{weight:g}-b{batch}"] = {"seconds": seconds,
+                                                                       "rays_per_second": item.W * item.H / seconds}
         if args.kernel_table and args.image_batches:
             print_kernel_table(name, lambda: image_seconds(model, item, dataset, train_args.val_protocol, bounds,
                                                            sampling, args.image_batches[0], device, 1),
@@ -214,11 +222,13 @@ def main() -> None:
               "image": {"width": item.W, "height": item.H}, "runs": rows, "images": images}
     write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
     stages = ["segments", "candidates", "fields", "composite", "background", "whole"]
-    print(f"{'run':<16}" + "".join(f"{s:>12}" for s in stages) + f"{'rays/s':>12}{'samples':>9}")
+    print(f"{'run':<26}" + "".join(f"{s:>12}" for s in stages) + f"{'rays/s':>12}{'samples':>9}{'coloured':>9}")
     for run, r in rows.items():
-        print(f"{run:<16}" + "".join(f"{1000 * r['seconds'][s]:>10.2f}ms" if s in r["seconds"] else f"{'-':>12}"
+        coloured = r.get("coloured_samples_per_ray")
+        print(f"{run:<26}" + "".join(f"{1000 * r['seconds'][s]:>10.2f}ms" if s in r["seconds"] else f"{'-':>12}"
                                      for s in stages)
-              + f"{r['rays_per_second']:>12.0f}{r['valid_samples_per_ray']:>9.1f}")
+              + f"{r['rays_per_second']:>12.0f}{r['valid_samples_per_ray']:>9.1f}"
+              + (f"{coloured:>9.1f}" if coloured is not None else f"{'-':>9}"))
     for run, r in images.items():
         print(f"whole {item.W}x{item.H} image, {run}: {1000 * r['seconds']:.2f} ms, {r['rays_per_second']:.0f} rays/s")
 

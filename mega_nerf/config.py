@@ -127,6 +127,11 @@ def add_render_options(p: configargparse.ArgumentParser) -> None:
                    help="rendering without gradients through an occupancy grid stops evaluating a ray once less "
                         "light than this is left for it (0: evaluate every sample; default 1e-3 on CPU, 0 on CUDA, "
                         "where checking costs more than it saves)")
+    g.add_argument("--color_min_weight", type=float, default=0.0,
+                   help="rendering without gradients through an occupancy grid evaluates density at every sample "
+                        "first, then colour only where a sample's compositing weight is at least this, so a pixel "
+                        "loses at most this much light per skipped sample (0: one pass, colour at every sample); "
+                        "pays for models whose rays hold their weight in a few samples")
     g.add_argument("--model_chunk_size", type=int, default=256 * 1024, help="points per field call")
     g.add_argument("--image_pixel_batch_size", type=int, default=16 * 1024, help="rays per render call")
 
@@ -338,11 +343,14 @@ def validate_common(args: argparse.Namespace) -> None:
     if getattr(args, "distortion_loss_weight", None) is not None:
         require(args.distortion_loss_weight >= 0,
                 f"--distortion_loss_weight must be >= 0, got {args.distortion_loss_weight:g}")
+    if getattr(args, "coarse_to_fine", None) is not None:
         require(0 <= args.coarse_to_fine <= 1, f"--coarse_to_fine must be in [0, 1], got {args.coarse_to_fine:g}")
         require(args.coarse_to_fine_levels >= 1,
                 f"--coarse_to_fine_levels must be >= 1, got {args.coarse_to_fine_levels}")
     if getattr(args, "min_transmittance", None) is not None:
         require(0 <= args.min_transmittance < 1, f"--min_transmittance must be in [0, 1), got {args.min_transmittance:g}")
+    if getattr(args, "color_min_weight", None) is not None:
+        require(0 <= args.color_min_weight < 1, f"--color_min_weight must be in [0, 1), got {args.color_min_weight:g}")
     bounds = getattr(args, "foreground_bounds", None)
     if bounds is not None:
         require(all(lo < hi for lo, hi in zip(bounds[:3], bounds[3:])),

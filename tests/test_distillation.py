@@ -208,7 +208,8 @@ def test_visibility_pruning_drops_the_matter_no_view_sees_and_keeps_the_pixels(s
     assert 0 < after_stats["samples_per_ray"] <= before_stats["samples_per_ray"] <= 48
 
 
-def small_distiller(scene, model_type: str, steps: int, stages=(0.0, 0.0)) -> tuple[Distiller, dict]:
+def small_distiller(scene, model_type: str, steps: int, stages=(0.0, 0.0),
+                    distortion: float = 0.0) -> tuple[Distiller, dict]:
     """A Distiller on the scene's views with live packs (no CLI), and a fixed evaluation batch."""
     args = distill_cli.parse(distill_cli.distill_parser(), cli_args(scene, scene["root"] / "unused.pt", model_type))
     teacher = scene["teacher"]
@@ -230,7 +231,7 @@ def small_distiller(scene, model_type: str, steps: int, stages=(0.0, 0.0)) -> tu
 
     settings = DistillSettings(steps=steps, batch_rays=128, views_per_batch=2, feature_stage=stages[0],
                                sample_stage=stages[1], lr=LR[model_type], hard_ray_pool=512,
-                               log_interval=10 ** 9, amp=False)
+                               log_interval=10 ** 9, amp=False, distortion_weight=distortion)
     step = float((aabb[1] - aabb[0]).norm()) / 48
     distiller = Distiller(student, adapters, PackSource("cpu", make=make), len(views), teacher.bounds, settings,
                           torch.device("cpu"), step * 0.1, step * 16, show_progress=False)
@@ -250,6 +251,22 @@ def test_each_stage_lowers_its_own_loss(scene, stage):
     assert distiller.last["stage"] == stage
     for key in own:
         assert after[key] < 0.9 * before[key], (key, before[key], after[key])
+
+
+def test_distortion_loss_pulls_the_students_weight_together(scene):
+    """``--distortion_loss_weight``: the same rendered-colour stage with the distortion term ends
+    with less of it on held-out rays than without (weight nearer the surfaces: fewer samples to
+    colour), and the term is absent when off."""
+    ends = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        distiller, held_out = small_distiller(scene, "hash", steps=40, stages=(0.0, 0.0), distortion=weight)
+        assert ("distortion" in distiller.evaluate(held_out)) == (weight > 0)
+        distiller.run()
+        distiller.settings.distortion_weight = 1.0  # measure the term for both runs
+        ends[weight] = distiller.evaluate(held_out)
+    assert ends[5.0]["distortion"] < 0.7 * ends[0.0]["distortion"], ends
+    assert ends[5.0]["rendered"] < 2 * ends[0.0]["rendered"], ends  # still fits the teacher
 
 
 def test_feature_adapters_map_each_cell_separately():
@@ -326,6 +343,13 @@ def test_eval_py_evaluates_a_student_with_its_stored_candidates(scene, tmp_path)
     assert distill_cli.student_render_settings(args, student) == {"occupancy_candidates": 300}
     args.render_occupancy_candidates = 0
     assert distill_cli.student_render_settings(args, student) == {}
+    # Samples per ray and two-pass rendering (the latter by default with the distortion loss).
+    args.render_samples = 64
+    args.distortion_loss_weight = 0.05
+    assert distill_cli.student_render_settings(args, student) == {
+        "coarse_samples": 32, "fine_samples": 32, "color_min_weight": distill_cli.STUDENT_COLOR_MIN_WEIGHT}
+    args.render_color_min_weight = 0.0
+    assert distill_cli.student_render_settings(args, student) == {"coarse_samples": 32, "fine_samples": 32}
 
 
 def test_cached_teacher_gives_the_same_student_as_live(scene, tmp_path):

@@ -163,7 +163,7 @@ def test_rendering_evaluates_only_occupied_samples_and_matches_the_padded_batch(
         rays_o = torch.tensor([[-3.0, 0.0, 0.0]]).repeat(n, 1) + 0.2 * torch.randn(n, 3)
         rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]) + 0.3 * torch.randn(n, 3), dim=-1)
         appearance = torch.zeros(n, dtype=torch.long)
-        sampling = SamplingConfig(8, 8, 0, 64, min_transmittance=0.0)  # every valid sample
+        sampling = SamplingConfig(8, 8, 0, 64, min_transmittance=0.0, color_min_weight=0.0)  # every valid sample
         calls = []
         original = model.foreground
 
@@ -224,3 +224,53 @@ def test_rendering_stops_evaluating_rays_once_they_are_opaque():
     assert float(exact["transmittance_fg"].max()) < 1e-6  # every ray ends in the matter
     assert torch.allclose(exact["rgb"], early["rgb"], atol=2e-3)
     assert torch.allclose(exact["depth"], early["depth"], atol=2e-3 * 2)
+
+
+def test_colour_only_where_the_weight_matters_keeps_the_pixels():
+    """Two-pass rendering (``color_min_weight``): density everywhere, colour only at samples with
+    weight; the few colour evaluations give the pixels of the one-pass render within the light
+    the skipped samples carry.  A routed container reuses its cells' features: the same pixels as
+    when its kept samples are evaluated again in full."""
+    from mega_nerf.render.renderer import SamplingConfig, render_rays
+
+    class _Counting(torch.nn.Module):
+        """Wraps a model; counts colour evaluations; ``features=False`` hides its two-pass methods."""
+
+        def __init__(self, model, features):
+            super().__init__()
+            self.model, self.coloured = model, 0
+            for name in ("has_background", "white_background", "has_occupancy", "occupied", "density"):
+                setattr(self, name, getattr(model, name))
+            if features:
+                self.density_with_features = model.density_with_features
+
+        def foreground(self, x, d, a):
+            self.coloured += x.shape[0]
+            return self.model.foreground(x, d, a)
+
+        def color_from_features(self, features, d, a):
+            self.coloured += d.shape[0]
+            return self.model.color_from_features(features, d, a)
+
+    torch.manual_seed(0)
+    for cells in (1, 2):
+        model, bounds = _random_grid_container(cells)
+        for sub in model.sub_modules:  # dense matter: rays become opaque partway
+            sub.voxels.data[0, 0] += 3.0
+        n = 200
+        rays_o = torch.tensor([[-3.0, 0.0, 0.0]]).repeat(n, 1) + 0.2 * torch.randn(n, 3)
+        rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]) + 0.3 * torch.randn(n, 3), dim=-1)
+        appearance = torch.zeros(n, dtype=torch.long)
+        out, counts = {}, {}
+        for name, weight, features in (("one-pass", 0.0, True), ("features", 1e-3, True), ("again", 1e-3, False)):
+            wrapped = _Counting(model, features)
+            with torch.no_grad():
+                out[name] = render_rays(wrapped, rays_o, rays_d, appearance, bounds,
+                                        SamplingConfig(16, 16, 0, 64, 0.0, weight), train=False)
+            counts[name] = wrapped.coloured
+        assert float(out["one-pass"]["transmittance_fg"].max()) < 0.05, cells  # the matter is opaque
+        assert counts["features"] == counts["again"] < 0.5 * counts["one-pass"], (cells, counts)
+        assert torch.allclose(out["features"]["rgb"], out["again"]["rgb"], atol=1e-5), cells
+        lost = (out["one-pass"]["rgb"] - out["features"]["rgb"]).abs().max()
+        assert 0 < float(lost) < 33 * 1e-3, (cells, float(lost))  # at most 33 samples of weight < 1e-3
+        assert torch.equal(out["features"]["depth"], out["again"]["depth"])

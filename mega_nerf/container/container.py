@@ -109,6 +109,38 @@ class Container(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self._blend(x, lambda k, i: (self.sub_modules[k].density(x[i]), None))[0]
 
+    def density_with_features(self, x: torch.Tensor):
+        """(N, 3) -> blended density (N,) and what :meth:`color_from_features` needs to colour any
+        subset of the points later without evaluating their geometry again (the renderer's
+        two-pass rendering): a one-cell model's (N, F) features, or each cell's share of them
+        (:class:`RoutedFeatures`)."""
+        if len(self.cell_ids) == 1:
+            sigma, features = self.sub_modules[0].density_with_features(x)
+            return sigma.float(), features
+        weights = self.routing(x)
+        sigma = torch.zeros(x.shape[0], device=x.device)
+        shares = []
+        for k in range(len(self.cell_ids)):
+            index = torch.nonzero(weights[:, k] > 0).reshape(-1)
+            if index.numel() == 0:
+                continue
+            w = weights[index, k]
+            s_k, f_k = self.sub_modules[k].density_with_features(x[index])
+            sigma = sigma.index_add(0, index, w * s_k.float())
+            shares.append((k, index, w, f_k))
+        return sigma, RoutedFeatures(shares, x.shape[0])
+
+    def color_from_features(self, features, d: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
+        """Features of :meth:`density_with_features` (possibly a subset, ``features[mask]``) and
+        (M, 3) directions, (M,) appearance of those points -> (M, 3) blended colour."""
+        if not isinstance(features, RoutedFeatures):
+            return self.sub_modules[0].color(features, d, appearance).float()
+        rgb = torch.zeros(features.count, 3, device=d.device)
+        for k, index, w, f_k in features.shares:
+            if index.numel():
+                rgb = rgb.index_add(0, index, w[:, None] * self.sub_modules[k].color(f_k, d[index], appearance[index]).float())
+        return rgb
+
     def foreground(self, x, d, appearance):
         return self._blend(x, lambda k, i: self.sub_modules[k](x[i], d[i], appearance[i]))
 
@@ -121,6 +153,23 @@ class Container(nn.Module):
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
+
+
+class RoutedFeatures:
+    """Each routed cell's geometry features for its share of ``count`` points: a list of
+    ``(cell, index (M_k,), blend weight (M_k,), features (M_k, F))``.  ``routed[mask]`` keeps the
+    points where the (count,) bool ``mask`` holds, numbered as in the masked batch."""
+
+    def __init__(self, shares: list, count: int):
+        self.shares, self.count = shares, count
+
+    def __getitem__(self, mask: torch.Tensor) -> "RoutedFeatures":
+        position = torch.cumsum(mask.to(torch.int64), 0) - 1  # each kept point's place in the subset
+        shares = []
+        for k, index, w, f_k in self.shares:
+            sel = mask[index]
+            shares.append((k, position[index[sel]], w[sel], f_k[sel]))
+        return RoutedFeatures(shares, int(position[-1]) + 1 if self.count else 0)
 
 
 def save_container(container: Container, path: Path, extra: dict | None = None) -> None:

@@ -34,7 +34,7 @@ from mega_nerf.distillation.cameras import (
     training_views,
     view_rays,
 )
-from mega_nerf.distillation.distiller import Distiller, DistillSettings, PackSource
+from mega_nerf.distillation.distiller import LOSSES, Distiller, DistillSettings, PackSource
 from mega_nerf.distillation.losses import FeatureAdapters
 from mega_nerf.distillation.packs import make_pack
 from mega_nerf.distillation.report import compare, dataset_cameras, view_cameras
@@ -60,6 +60,10 @@ from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, temporary_s
 from mega_nerf.render.occupancy import OccupancyGrid
 from mega_nerf.render.renderer import SamplingConfig
 from mega_nerf.training.trainer import DEFAULT_LR
+
+#: ``--color_min_weight`` stored with a student distilled with the distortion loss, whose rays
+#: hold their weight in a few samples (the renderer's two-pass rendering).
+STUDENT_COLOR_MIN_WEIGHT = 1e-4
 
 
 def distill_parser():
@@ -126,6 +130,19 @@ def distill_parser():
                         "--occupancy_candidates when --visibility_threshold prunes the student's grid to the "
                         "surfaces the views see, where half place the samples as densely and render faster, "
                         "bench/results/distill_brighton.json; 0 = store none)")
+    g.add_argument("--distortion_loss_weight", type=float, default=0.0, metavar="WEIGHT",
+                   help="Mip-NeRF 360's distortion loss on the student's rendered rays (stage 3, 0 = off): pulls "
+                        "each ray's weight onto its surface, so rendering colours fewer samples "
+                        "(--render_color_min_weight)")
+    g.add_argument("--render_samples", type=int, default=None,
+                   help="samples per ray stored with the student (as --coarse_samples and --fine_samples, half "
+                        "each), with which eval.py renders it unless those are on its command line; a student "
+                        "loses less from fewer samples than its container (city: 64 instead of 128 cost the "
+                        "student 0.08 dB and the container 0.41 dB, bench/results/distill_city_sharp.json)")
+    g.add_argument("--render_color_min_weight", type=float, default=None,
+                   help="--color_min_weight stored with the student (eval.py's two-pass rendering: colour only "
+                        f"where a sample's weight is at least this; default {STUDENT_COLOR_MIN_WEIGHT:g} with "
+                        "--distortion_loss_weight, else none stored)")
     g.add_argument("--max_packs_in_memory", type=int, default=64, help="view packs kept in memory")
     g.add_argument("--random_seed", type=int, default=0)
     g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
@@ -177,6 +194,10 @@ def settings_from_args(args: argparse.Namespace) -> DistillSettings:
     require(0 <= args.feature_stage <= args.sample_stage <= 1,
             "--feature_stage and --sample_stage must satisfy 0 <= feature_stage <= sample_stage <= 1")
     require(args.distill_steps >= 1, "--distill_steps must be >= 1")
+    require(args.render_samples is None or args.render_samples >= 2,
+            f"--render_samples must be >= 2, got {args.render_samples}")
+    require(args.render_color_min_weight is None or 0 <= args.render_color_min_weight < 1,
+            f"--render_color_min_weight must be in [0, 1), got {args.render_color_min_weight}")
     require(args.distill_seconds is None or args.distill_seconds > 0, "--distill_seconds must be > 0")
     require(args.distill_batch_rays >= args.views_per_batch >= 1,
             "--views_per_batch must be between 1 and --distill_batch_rays")
@@ -185,6 +206,7 @@ def settings_from_args(args: argparse.Namespace) -> DistillSettings:
         views_per_batch=args.views_per_batch, feature_stage=args.feature_stage, sample_stage=args.sample_stage,
         lr=args.lr if args.lr is not None else DEFAULT_LR[args.model_type], feature_weight=args.feature_weight,
         density_weight=args.density_weight, colour_weight=args.colour_weight,
+        distortion_weight=args.distortion_loss_weight,
         hard_view_fraction=args.hard_view_fraction, hard_ray_fraction=args.hard_ray_fraction,
         hard_ray_pool=args.hard_ray_pool, bg_samples=args.bg_samples, seed=args.random_seed,
         log_interval=args.log_interval, amp=args.amp)
@@ -235,15 +257,23 @@ def occupancy_from_setup(setup: dict, aabb: torch.Tensor, device) -> OccupancyGr
 
 
 def student_render_settings(args: argparse.Namespace, student) -> dict:
-    """The render flags stored with the student (``--render_occupancy_candidates``; see its help)."""
+    """The render flags stored with the student (``--render_occupancy_candidates``,
+    ``--render_samples`` and ``--render_color_min_weight``; see their help)."""
     if student.occupancy_grids is None:
         return {}
     candidates = args.render_occupancy_candidates
-    if candidates is None:
-        if args.visibility_threshold <= 0:
-            return {}
+    if candidates is None and args.visibility_threshold > 0:
         candidates = max(args.occupancy_candidates // 2, args.coarse_samples + args.fine_samples)
-    return {"occupancy_candidates": candidates} if candidates > 0 else {}
+    stored = {"occupancy_candidates": candidates} if candidates else {}
+    if args.render_samples:
+        stored["coarse_samples"] = args.render_samples // 2
+        stored["fine_samples"] = args.render_samples - args.render_samples // 2
+    weight = args.render_color_min_weight
+    if weight is None and args.distortion_loss_weight > 0:
+        weight = STUDENT_COLOR_MIN_WEIGHT
+    if weight:
+        stored["color_min_weight"] = weight
+    return stored
 
 
 def region_name(cell: int | None) -> str:
@@ -405,7 +435,7 @@ def distill(args: argparse.Namespace) -> dict:
         runs.append({"region": region["name"], "views": len(region["views"]), "packs_made": source.made, **result})
         print(f"{region['name']}: {result['steps']} steps in {result['seconds']:.1f} s, final losses "
               + ", ".join(f"{k} {v:.4g}" for k, v in result["final"].items() if k in
-                          ("feature", "density", "colour", "rendered")), flush=True)
+                          LOSSES), flush=True)
     distill_seconds = time.perf_counter() - started
     if writer is not None:
         writer.close()

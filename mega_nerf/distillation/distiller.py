@@ -40,9 +40,9 @@ from mega_nerf.distillation.packs import background_rgb, concat_packs, take_rays
 from mega_nerf.distillation.teacher_cache import TeacherCache
 from mega_nerf.errors import UserError
 from mega_nerf.fields.base import density_activation
-from mega_nerf.render.volume import composite_intervals
+from mega_nerf.render.volume import composite_intervals, distortion_loss
 
-LOSSES = ("feature", "density", "colour", "rendered")
+LOSSES = ("feature", "density", "colour", "rendered", "distortion")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class DistillSettings:
     feature_weight: float = 1.0
     density_weight: float = 0.1
     colour_weight: float = 1.0
+    distortion_weight: float = 0.0  # Mip-NeRF 360's distortion loss on the student's rendered rays (stage 3)
     feature_decay: float = 0.1  # the feature weight falls by this factor over the run
     hard_view_fraction: float = 0.3
     hard_ray_fraction: float = 0.1
@@ -170,7 +171,8 @@ class Distiller:
     def loss_weights(self, stage: int, progress: float) -> dict[str, float]:
         s = self.settings
         return {"feature": s.feature_weight * s.feature_decay ** progress, "density": s.density_weight,
-                "colour": s.colour_weight if stage >= 2 else 0.0, "rendered": 1.0 if stage >= 3 else 0.0}
+                "colour": s.colour_weight if stage >= 2 else 0.0, "rendered": 1.0 if stage >= 3 else 0.0,
+                "distortion": s.distortion_weight if stage >= 3 else 0.0}
 
     # ------------------------------------------------------------ batches
     def view_probabilities(self) -> torch.Tensor:
@@ -280,6 +282,8 @@ class Distiller:
                                        self.settings.bg_samples, train=train)
                 pixel = pixel.index_add(0, bg, fg_out["transmittance"][bg, None] * b.float())
             out["rendered"], per_ray = rendered_loss(pixel, batch["t_pixel"])
+            if self.settings.distortion_weight > 0:  # weight together on surfaces: fewer samples to colour
+                out["distortion"] = distortion_loss(batch["z"], fg_out["weights"]).mean()
         return out, per_ray
 
     @torch.no_grad()

@@ -53,6 +53,12 @@ class RadianceField(nn.Module):
         """(N, 3) points -> (N,) density."""
         return density_activation(self.features(x)[:, 0])
 
+    def density_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3) points -> density (N,) and the geometry feature (N, geo_feat_dim) that
+        :meth:`color` takes: density first, colour later only where it is needed."""
+        h = self.features(x)
+        return density_activation(h[:, 0]), h[:, 1:]
+
     def color(self, geo: torch.Tensor, d: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
         inputs = [geo, frequency_encoding(d, self.dir_frequencies).to(geo.dtype)]
         if self.embedding_a is not None:

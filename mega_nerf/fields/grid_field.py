@@ -45,10 +45,22 @@ class GridField(RadianceField):
         # Fixed-width features for distillation: density logit plus the first geo_feat_dim coefficients.
         return v[:, : 1 + self.geo_feat_dim]
 
+    def density_with_features(self, x):
+        """As the base class; with SH colour the features are the 27 coefficients."""
+        if self.color_mode == "mlp":
+            return super().density_with_features(x)
+        v = self._sample(self.normalize(x))
+        return density_activation(v[:, 0]), v[:, 1:]
+
+    def color(self, geo, d, appearance):
+        """With SH colour ``geo`` is :meth:`density_with_features`'s (N, 27) coefficients."""
+        if self.color_mode == "mlp":
+            return super().color(geo, d, appearance)
+        coeffs = geo.reshape(-1, 3, 9)
+        return torch.sigmoid((coeffs * sh_basis_deg2(d).to(coeffs.dtype)[:, None, :]).sum(-1).float())
+
     def forward(self, x, d, appearance):
         if self.color_mode == "mlp":
             return super().forward(x, d, appearance)
-        v = self._sample(self.normalize(x))
-        coeffs = v[:, 1:].reshape(-1, 3, 9)
-        rgb = torch.sigmoid((coeffs * sh_basis_deg2(d).to(coeffs.dtype)[:, None, :]).sum(-1).float())
-        return density_activation(v[:, 0]), rgb
+        sigma, coeffs = self.density_with_features(x)
+        return sigma, self.color(coeffs, d, appearance)

@@ -102,6 +102,12 @@ class SceneModel(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self.fg.density(x)
 
+    def density_with_features(self, x):
+        return self.fg.density_with_features(x)
+
+    def color_from_features(self, features, d, appearance):
+        return self.fg.color(features, d, appearance)
+
     def foreground(self, x, d, appearance):
         return self.fg(x, d, appearance)
 

@@ -27,6 +27,10 @@ from mega_nerf.render.volume import (
 
 #: Default ``min_transmittance`` on CPU (1.2-1.5x faster on an opaque test scene).
 CPU_MIN_TRANSMITTANCE = 1e-3
+#: Default ``color_min_weight``: off.  Colouring only the weighted samples pays where rays hold
+#: their weight in a few samples; on hazy models nearly every sample has weight and the extra pass
+#: costs 5-15 % on an H200 (the 1,200-step city, bench/results/render_profile_city_levers.json).
+DEFAULT_COLOR_MIN_WEIGHT = 0.0
 
 
 @dataclass
@@ -40,11 +44,17 @@ class SamplingConfig:
     #: on CPU, 0 on CUDA, where the checks between chunks cost more than the samples they skip:
     #: 2.2x slower on an H200 for a brighton container and its student).
     min_transmittance: Optional[float] = None
+    #: Rendering without gradients through an occupancy grid first evaluates density alone at every
+    #: sample, then colour only at the samples whose compositing weight is at least this (0: colour
+    #: everywhere).  The colour path (view encoding, appearance, colour MLP) is most of a field's
+    #: cost per sample, and along a ray only the few samples at its surface carry weight.
+    color_min_weight: float = DEFAULT_COLOR_MIN_WEIGHT
 
     @staticmethod
     def from_args(args) -> "SamplingConfig":
         return SamplingConfig(args.coarse_samples, args.fine_samples, args.bg_samples,
-                              getattr(args, "occupancy_candidates", 512), getattr(args, "min_transmittance", None))
+                              getattr(args, "occupancy_candidates", 512), getattr(args, "min_transmittance", None),
+                              getattr(args, "color_min_weight", DEFAULT_COLOR_MIN_WEIGHT))
 
 
 def _repeat_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -120,7 +130,8 @@ def _composite_occupied(model, rays_o, rays_d, appearance, near, fg_far, has_bg,
         if eps is None:
             eps = CPU_MIN_TRANSMITTANCE if rays_o.device.type == "cpu" else 0.0
         sigma, rgb = _evaluate_until_opaque(model, points, rays_d, appearance,
-                                            torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas, eps)
+                                            torch.cat([valid, torch.ones_like(valid[:, :1])], -1), deltas, eps,
+                                            sampling.color_min_weight)
     out = composite_intervals(sigma.reshape(n, samples), rgb.reshape(n, samples, 3), z, deltas)
     out["z"] = z
     if not (train or torch.is_grad_enabled()):  # kept off the training step
@@ -134,10 +145,16 @@ TERMINATION_CHUNK = 16
 
 def _evaluate_until_opaque(model, points: torch.Tensor, rays_d: torch.Tensor, appearance: torch.Tensor,
                            valid: torch.Tensor, deltas: torch.Tensor, min_transmittance: float,
+                           color_min_weight: float = 0.0,
                            chunk: int = TERMINATION_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """The foreground at the valid samples only, front to back in chunks of ``chunk`` samples; a
     ray whose transmittance has fallen below ``min_transmittance`` is not evaluated further
     (zero density and colour there, so its pixel changes by less than that much light).
+
+    With ``color_min_weight`` > 0 each chunk is evaluated in two passes: density at all of its
+    samples, then the full field (density and colour) only where a sample's compositing weight is
+    at least ``color_min_weight``; elsewhere the colour is zero, so a pixel loses at most that
+    much light per skipped sample.
 
     Args:
         points: (N, S, 3); rays_d: (N, 3); appearance: (N,); valid: (N, S) bool; deltas: (N, S)
@@ -159,11 +176,45 @@ def _evaluate_until_opaque(model, points: torch.Tensor, rays_d: torch.Tensor, ap
         if ray.numel() == 0:
             continue
         sample = sample + start
-        sigma_v, rgb_v = model.foreground(points[ray, sample], rays_d[ray], appearance[ray])
-        sigma[ray, sample] = sigma_v.float()
-        rgb[ray, sample] = rgb_v.float()
+        if color_min_weight > 0:
+            _density_then_colour(model, points, rays_d, appearance, ray, sample, deltas, optical_depth,
+                                 slice(start, start + step), color_min_weight, sigma, rgb)
+        else:
+            sigma_v, rgb_v = model.foreground(points[ray, sample], rays_d[ray], appearance[ray])
+            sigma[ray, sample] = sigma_v.float()
+            rgb[ray, sample] = rgb_v.float()
         optical_depth = optical_depth + (sigma[:, start:start + step] * deltas[:, start:start + step]).sum(1)
     return sigma.reshape(-1), rgb.reshape(-1, 3)
+
+
+def _density_then_colour(model, points, rays_d, appearance, ray, sample, deltas, optical_depth, chunk: slice,
+                         color_min_weight: float, sigma: torch.Tensor, rgb: torch.Tensor) -> None:
+    """One chunk of :func:`_evaluate_until_opaque` in two passes: density at the samples
+    ``(ray, sample)``, then colour where their compositing weight is at least ``color_min_weight``.
+    Writes into ``sigma`` (N, S) and ``rgb`` (N, S, 3).
+
+    A model with ``density_with_features`` hands back its geometry features with the density, so
+    colour costs only the colour head; any other model evaluates its kept samples again in full.
+
+    Args:
+        ray, sample: (M,) the chunk's samples to evaluate; optical_depth: (N,) before the chunk;
+        chunk: the chunk's sample columns.
+    """
+    at = points[ray, sample]
+    with_features = getattr(model, "density_with_features", None)
+    sigma_v, features = with_features(at) if with_features is not None else (model.density(at), None)
+    sigma[ray, sample] = sigma_v.float()
+    part = sigma[:, chunk] * deltas[:, chunk]  # (N, chunk) each sample's optical depth
+    before = optical_depth[:, None] + torch.cumsum(part, 1) - part
+    weight = torch.exp(-before) * -torch.expm1(-part)
+    keep = weight[ray, sample - chunk.start] >= color_min_weight
+    ray, sample = ray[keep], sample[keep]
+    if ray.numel() == 0:
+        return
+    if features is not None:
+        rgb[ray, sample] = model.color_from_features(features[keep], rays_d[ray], appearance[ray]).float()
+    else:
+        rgb[ray, sample] = model.foreground(at[keep], rays_d[ray], appearance[ray])[1].float()
 
 
 def _composite_importance(model, rays_o, rays_d, appearance, near, fg_far, t_exit, has_bg, sampling, train):
