@@ -138,7 +138,8 @@ class Container(nn.Module):
         rgb = torch.zeros(features.count, 3, device=d.device)
         for k, index, w, f_k in features.shares:
             if index.numel():
-                rgb = rgb.index_add(0, index, w[:, None] * self.sub_modules[k].color(f_k, d[index], appearance[index]).float())
+                c_k = self.sub_modules[k].color(f_k, d[index], appearance[index]).float()
+                rgb = rgb.index_add(0, index, w[:, None] * c_k)
         return rgb
 
     def foreground(self, x, d, appearance):

@@ -46,8 +46,8 @@ class SamplingConfig:
     min_transmittance: Optional[float] = None
     #: Rendering without gradients through an occupancy grid first evaluates density alone at every
     #: sample, then colour only at the samples whose compositing weight is at least this (0: colour
-    #: everywhere).  The colour path (view encoding, appearance, colour MLP) is most of a field's
-    #: cost per sample, and along a ray only the few samples at its surface carry weight.
+    #: everywhere).  Saves the colour path (view encoding, appearance lookup, colour MLP) at the
+    #: samples that carry no weight: many on a ray that ends on a sharp surface, few on a hazy one.
     color_min_weight: float = DEFAULT_COLOR_MIN_WEIGHT
 
     @staticmethod
@@ -152,9 +152,9 @@ def _evaluate_until_opaque(model, points: torch.Tensor, rays_d: torch.Tensor, ap
     (zero density and colour there, so its pixel changes by less than that much light).
 
     With ``color_min_weight`` > 0 each chunk is evaluated in two passes: density at all of its
-    samples, then the full field (density and colour) only where a sample's compositing weight is
-    at least ``color_min_weight``; elsewhere the colour is zero, so a pixel loses at most that
-    much light per skipped sample.
+    samples, then colour only where a sample's compositing weight is at least
+    ``color_min_weight`` (:func:`_density_then_colour`); elsewhere the colour is zero, so a pixel
+    loses at most that much light per skipped sample.
 
     Args:
         points: (N, S, 3); rays_d: (N, 3); appearance: (N,); valid: (N, S) bool; deltas: (N, S)
