@@ -86,9 +86,10 @@ class Container(nn.Module):
         return result
 
     def _blend(self, points: torch.Tensor, evaluate) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Evaluate ``evaluate(k, index)`` on each cell's share of points and blend the outputs."""
+        """Evaluate ``evaluate(k, index, w)`` on each cell's share of points (``w``: their blend
+        weights, None for a one-cell model) and blend the outputs."""
         if len(self.cell_ids) == 1:  # a distilled student: no routing, no gather or scatter
-            s_0, c_0 = evaluate(0, slice(None))
+            s_0, c_0 = evaluate(0, slice(None), None)
             return s_0.float(), None if c_0 is None else c_0.float()
         weights = self.routing(points)
         sigma = torch.zeros(points.shape[0], device=points.device)
@@ -98,7 +99,7 @@ class Container(nn.Module):
             if index.numel() == 0:
                 continue
             w = weights[index, k]
-            s_k, c_k = evaluate(k, index)
+            s_k, c_k = evaluate(k, index, w)
             sigma = sigma.index_add(0, index, w * s_k.float())
             if c_k is not None:
                 if rgb is None:
@@ -107,7 +108,7 @@ class Container(nn.Module):
         return sigma, rgb
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        return self._blend(x, lambda k, i: (self.sub_modules[k].density(x[i]), None))[0]
+        return self._blend(x, lambda k, i, w: (self.sub_modules[k].density(x[i]), None))[0]
 
     def density_with_features(self, x: torch.Tensor):
         """(N, 3) -> blended density (N,) and what :meth:`color_from_features` needs to colour any
@@ -117,18 +118,14 @@ class Container(nn.Module):
         if len(self.cell_ids) == 1:
             sigma, features = self.sub_modules[0].density_with_features(x)
             return sigma.float(), features
-        weights = self.routing(x)
-        sigma = torch.zeros(x.shape[0], device=x.device)
         shares = []
-        for k in range(len(self.cell_ids)):
-            index = torch.nonzero(weights[:, k] > 0).reshape(-1)
-            if index.numel() == 0:
-                continue
-            w = weights[index, k]
+
+        def evaluate(k, index, w):
             s_k, f_k = self.sub_modules[k].density_with_features(x[index])
-            sigma = sigma.index_add(0, index, w * s_k.float())
             shares.append((k, index, w, f_k))
-        return sigma, RoutedFeatures(shares, x.shape[0])
+            return s_k, None
+
+        return self._blend(x, evaluate)[0], RoutedFeatures(shares, x.shape[0])
 
     def color_from_features(self, features, d: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
         """Features of :meth:`density_with_features` (possibly a subset, ``features[mask]``) and
@@ -143,10 +140,10 @@ class Container(nn.Module):
         return rgb
 
     def foreground(self, x, d, appearance):
-        return self._blend(x, lambda k, i: self.sub_modules[k](x[i], d[i], appearance[i]))
+        return self._blend(x, lambda k, i, w: self.sub_modules[k](x[i], d[i], appearance[i]))
 
     def background(self, unit_dir, inv_radius, d, appearance, route_points):
-        return self._blend(route_points, lambda k, i: self.bg_sub_modules[k](
+        return self._blend(route_points, lambda k, i, w: self.bg_sub_modules[k](
             unit_dir[i], inv_radius[i], d[i], appearance[i]))
 
     def parameter_count(self) -> int:
