@@ -303,7 +303,14 @@ def test_student_of_each_type_fits_a_teacher_of_another_type(scene, student_type
     assert saved["heldout"]["student_vs_teacher_psnr"] == pytest.approx(value, abs=0.5)
     assert metrics["student_parameters"] == student.parameter_count()
     # the student's occupancy grid lies inside the teacher's occupied space (pruned, never grown)
-    assert 0 < student.occupancy_grids[0].occupied_fraction() < 1
+    grid, cfg = student.occupancy_grids[0], student.model_configs[0]
+    assert 0 < grid.occupied_fraction() < 1
+    # ... refitted with cubic cells to the box that space spans, saved without a density estimate
+    assert list(grid.shape) == cfg["occupancy_resolution"] and grid.aabb.tolist() == cfg["occupancy_box"]
+    field_box = torch.tensor(cfg["aabb"])
+    assert bool((grid.aabb[0] >= field_box[0] - 1e-6).all() and (grid.aabb[1] <= field_box[1] + 1e-6).all())
+    assert 3 * 16 ** 3 < grid.cell_count < 5 * 16 ** 3 and "density" not in grid.state_dict()
+    assert metrics["occupancy_grid"] == list(grid.shape)
 
 
 def test_eval_py_evaluates_a_student_with_its_stored_candidates(scene, tmp_path):

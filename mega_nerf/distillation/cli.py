@@ -46,12 +46,12 @@ from mega_nerf.distillation.samples import (
 )
 from mega_nerf.distillation.student import (
     build_student,
+    copy_occupancy,
     init_from_teacher,
     load_student_info,
-    prune_occupancy,
+    prune_student_occupancy,
     save_student,
     student_config,
-    visibility_prune,
 )
 from mega_nerf.distillation.teacher_cache import TeacherCache, file_identity
 from mega_nerf.distributed import process_device
@@ -61,6 +61,9 @@ from mega_nerf.render.occupancy import OccupancyGrid
 from mega_nerf.render.renderer import SamplingConfig
 from mega_nerf.training.trainer import DEFAULT_LR
 
+#: ``--render_grid_cells`` by default: this many times the cells of the initial grid (at 128 per
+#: axis, 8.4 M cells: 8 MB in the student's file).
+DEFAULT_GRID_CELL_FACTOR = 4
 #: ``--color_min_weight`` stored with a student distilled with the distortion loss, whose rays
 #: hold their weight in a few samples (the renderer's two-pass rendering).
 STUDENT_COLOR_MIN_WEIGHT = 1e-4
@@ -124,6 +127,11 @@ def distill_parser():
     g.add_argument("--visibility_threshold", type=float, default=0.01,
                    help="after distilling, keep occupied only the cells where a ray of some view gives a sample at "
                         "least this weight (0: keep every cell the student has density in)")
+    g.add_argument("--render_grid_cells", type=int, default=None, metavar="CELLS",
+                   help="after pruning, refit the student's occupancy grid to the space it still occupies, with "
+                        "about this many cubic cells (default: %d x --occupancy_resolution^3; 0: keep the grid "
+                        "over the whole box, whose cells over an aerial scene's thin slab are many times wider "
+                        "than tall and cull few samples)" % DEFAULT_GRID_CELL_FACTOR)
     g.add_argument("--render_occupancy_candidates", type=int, default=None,
                    help="occupancy candidates per ray stored with the student, with which eval.py renders it "
                         "unless --occupancy_candidates is given on its command line (default: half of "
@@ -389,7 +397,13 @@ def distill(args: argparse.Namespace) -> dict:
                 f"{output}: was distilled from another container or with other student settings; --resume adds "
                 f"cells only with the same ones")
         existing = load_container(output, "cpu")
-        student.load_state_dict(existing.state_dict())
+        # The weights go on; the grid starts again from the teacher's occupied space, since the
+        # saved one was pruned (and refitted) before this run's cells were distilled.
+        state = existing.state_dict()
+        state.update({k: v for k, v in student.state_dict().items() if k.startswith("occupancy_grids.")})
+        student.load_state_dict(state)
+        if student.occupancy_grids is not None:
+            copy_occupancy(occupancy, student.occupancy_grids[0])
         done = list(info.get("done", []))
         if info.get("adapters") is not None:
             adapters.load_state_dict(info["adapters"])
@@ -442,16 +456,19 @@ def distill(args: argparse.Namespace) -> dict:
         writer.close()
 
     student.eval()
-    occupied = dense = None
+    grid_info = {"occupied": None, "with_density": None}
     if student.occupancy_grids is not None:
         # density_threshold per cell of the student's grid, as training refreshes it
-        occupied = dense = prune_occupancy(student.occupancy_grids[0], student.sub_modules[0].density, threshold,
-                                           seed=args.random_seed)
-        if args.visibility_threshold > 0:
-            occupied = visibility_prune(student.occupancy_grids[0], student, views, teacher.bounds, sampling,
-                                        args.rays_per_view, args.visibility_threshold, device, seed=args.random_seed)
-            print(f"student occupancy: {100 * dense:.1f} % of the box holds density, {100 * occupied:.1f} % is "
-                  f"seen by the views (--visibility_threshold {args.visibility_threshold:g})", flush=True)
+        grid_cells = args.render_grid_cells
+        if grid_cells is None:
+            grid_cells = DEFAULT_GRID_CELL_FACTOR * occ_resolution ** 3
+        grid_info = prune_student_occupancy(student, threshold, views, teacher.bounds, sampling, args.rays_per_view,
+                                            args.visibility_threshold, grid_cells, device, seed=args.random_seed)
+        print(f"student occupancy: density in {100 * grid_info['with_density']:.1f} % of the box; renders through "
+              f"a {' x '.join(map(str, grid_info['grid_shape']))} grid, {100 * grid_info['occupied']:.1f} % of its "
+              f"cells occupied"
+              + (f" (seen by the views, --visibility_threshold {args.visibility_threshold:g})"
+                 if args.visibility_threshold > 0 else ""), flush=True)
     student.render_settings = student_render_settings(args, student)
     info = {"teacher": identity, "teacher_path": str(container_path), "config": cfg, "done": done,
             "settings": settings.to_dict(), "packs": pack_settings, "adapters": adapters.cpu().state_dict()}
@@ -465,8 +482,9 @@ def distill(args: argparse.Namespace) -> dict:
                "teacher_cells": len(teacher.cell_ids), "teacher_parameters": teacher.parameter_count(),
                "student_parameters": student.parameter_count(), "cells_done": done, "runs": runs,
                "render_settings": student.render_settings,
-               "distill_seconds": distill_seconds, "occupied_fraction": occupied,
-               "occupied_with_density": dense, "device": str(device),
+               "distill_seconds": distill_seconds, "occupied_fraction": grid_info["occupied"],
+               "occupied_with_density": grid_info["with_density"], "occupancy_grid": grid_info.get("grid_shape"),
+               "device": str(device),
                "heldout": {"source": "validation images" if "item" in cameras[0] else "virtual views",
                            **comparison}}
     metrics_path = Path(args.metrics_path) if args.metrics_path else output.with_name(output.name + ".json")
@@ -503,6 +521,8 @@ def build_cache(cache: TeacherCache, regions: list[dict], pack_maker, teacher, d
 def main(argv=None) -> dict:
     args = parse(distill_parser(), argv)
     require(math.isfinite(args.density_weight), "--density_weight must be finite")
+    require(args.render_grid_cells is None or args.render_grid_cells >= 0,
+            f"--render_grid_cells must be >= 0, got {args.render_grid_cells}")
     require(args.render_occupancy_candidates is None or args.render_occupancy_candidates >= 0,
             f"--render_occupancy_candidates must be >= 0, got {args.render_occupancy_candidates}")
     require(0 <= args.visibility_threshold < 1, f"--visibility_threshold must be in [0, 1), got "
