@@ -124,6 +124,12 @@ def against_target(teacher: dict, student: dict) -> dict:
     return verdict
 
 
+def hash_verdicts(rows: dict) -> dict:
+    """Every hash student row (any name) against its teacher row (:func:`teacher_row`)."""
+    return {row: {"against": teacher_row(row, rows), **against_target(rows[teacher_row(row, rows)], r)}
+            for row, r in rows.items() if r.get("kind") == "hash"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="distill")
@@ -177,15 +183,14 @@ def main() -> None:
     def save(complete: bool) -> dict:
         """Write <name>.json with the rows so far (after every model, so a run cut off by a time
         limit keeps what it measured; ``complete`` says whether every model was done)."""
-        teacher = rows["teacher"]
-        verdicts = {row: {"against": teacher_row(row, rows), **against_target(rows[teacher_row(row, rows)], r)}
-                    for row, r in rows.items() if row.split("@")[0] == "hash"}
+        verdicts = hash_verdicts(rows)
         result = {"name": args.name, "command": " ".join([Path(py).name, *sys.argv]), "device": device,
                   "versions": versions(), "dataset": str(data), "container": str(container), "stage_seconds": times,
                   "budget": budget, "student_eval_extra": args.student_eval_extra,
                   "speed_eval_extra": args.speed_eval_extra,
                   "val_protocol": teacher_eval["protocol"], "images": teacher_eval["images"],
-                  "models": rows, "target": TARGET, "hash_vs_target": verdicts.get("hash"),
+                  "models": rows, "target": TARGET,
+                  "hash_vs_target": next((v for row, v in verdicts.items() if "@" not in row), None),
                   "hash_runs_vs_target": verdicts, "complete": complete}
         write_result(args.name, result, Path(args.results_dir) if args.results_dir else None)
         return result
