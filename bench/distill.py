@@ -234,7 +234,6 @@ def main() -> None:
                          "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
                          "occupied_fraction": info["occupied_fraction"],
                          "occupied_with_density": info.get("occupied_with_density"),
-                         "occupancy_grid": info.get("occupancy_grid"),
                          "occupancy_candidates": metrics.get("sampling", {}).get("occupancy_candidates")}
             time_renders(row, student, f"{args.eval_extra} {args.student_eval_extra} {eval_flags}")
             save(complete=False)

@@ -47,9 +47,9 @@ from mega_nerf.render.volume import composite_intervals, occupied_samples
 def band_occupancy(model: Container, band: float) -> None:
     """Occupy the lowest ``band`` of each grid's altitude axis (x is down: the highest x)."""
     for grid in model.occupancy_grids:
-        r = grid.shape[0]
+        r = grid.resolution
         layers = max(1, round(band * r))
-        occupied = torch.zeros(grid.shape, dtype=torch.bool, device=grid.occupied.device)
+        occupied = torch.zeros(r, r, r, dtype=torch.bool, device=grid.occupied.device)
         occupied[r - layers:] = True
         grid.occupied.copy_(occupied.reshape(-1))
 

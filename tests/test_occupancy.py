@@ -36,60 +36,6 @@ def test_decay_keeps_a_cell_for_a_while_after_its_density_drops():
     assert not bool(grid.occupied.any())
 
 
-def test_grids_with_three_resolutions_index_and_grow_along_each_axis():
-    grid = OccupancyGrid(BOX, resolution=(2, 4, 8))
-    assert grid.shape == (2, 4, 8) and grid.cell_count == 64
-    cells = torch.arange(64)
-    index, inside = grid.cell_index(grid.cell_points(cells))
-    assert torch.equal(index, cells) and bool(inside.all())
-    one = torch.zeros(64, dtype=torch.bool)
-    one[(1 * 4 + 2) * 8 + 5] = True  # cell (1, 2, 5)
-    ijk = grid.cell_ijk(torch.nonzero(grid.grown_by_one_cell(one)).reshape(-1))
-    assert ijk.min(0).values.tolist() == [0, 1, 4] and ijk.max(0).values.tolist() == [1, 3, 6]
-
-
-def test_a_fitted_grid_has_cubic_cells_over_the_occupied_box_and_follows_a_city_more_closely():
-    """Over a tall box holding a thin layer of roofs, streets and walls, a cubic grid's cells are
-    wide; the grid refitted to the layer's box has cubic cells, keeps every occupied point, is
-    empty outside its box, and once pruned at its finer cells a slanted ray finds far fewer
-    occupied candidates."""
-    from mega_nerf.distillation.student import fitted_grid, prune_occupancy
-
-    box = torch.tensor([[-1.0, -8.0, -8.0], [1.0, 8.0, 8.0]])  # x (down) is the short axis
-
-    def city(p):  # roofs at x = -0.2 and streets at x = 0.2 alternating along y, walls between them
-        x, y = p[:, 0], p[:, 1]
-        roof_or_street = (x - 0.2 * torch.sign(torch.sin(torch.pi * y))).abs() < 0.05
-        wall = ((y - torch.round(y)).abs() < 0.05) & (x.abs() < 0.2)
-        return torch.where(roof_or_street | wall, torch.full_like(x, 50.0), torch.zeros_like(x))
-
-    torch.manual_seed(0)
-    coarse = OccupancyGrid(box, resolution=32)
-    for _ in range(4):  # one random point per cell and update
-        coarse.update(city, threshold=1.0)
-    fitted = fitted_grid(coarse, 4 * 32 ** 3)
-    size = (fitted.aabb[1] - fitted.aabb[0]) / torch.tensor(fitted.shape)
-    assert float(size.max() / size.min()) < 1.2  # cubic cells
-    assert 3.5 * 32 ** 3 < fitted.cell_count < 5 * 32 ** 3
-    assert -0.45 < float(fitted.aabb[0, 0]) < -0.25 and 0.25 < float(fitted.aabb[1, 0]) < 0.45  # the layer
-    points = torch.rand(20000, 3) * 16 - 8
-    points[:, 0] = torch.rand(20000) * 0.8 - 0.4
-    on_surface = points[city(points) > 0]
-    assert len(on_surface) > 1000
-    assert bool(coarse.occupied_at(on_surface).all()) and bool(fitted.occupied_at(on_surface).all())
-    assert not bool(fitted.occupied_at(torch.tensor([[0.9, 0.0, 0.0], [0.0, 9.0, 0.0]])).any())
-    prune_occupancy(fitted, city, threshold=1.0, passes=4)
-    assert bool(fitted.occupied_at(on_surface).all())
-
-    # A slanted ray down through the layer: its occupied candidates in each grid.
-    rays_o = torch.tensor([[-0.5, 0.1, 0.0]])
-    rays_d = torch.nn.functional.normalize(torch.tensor([[1.0, 0.7, 0.0]]), dim=-1)
-    near, far = torch.zeros(1), torch.full((1,), 1.2)
-    counts = [int(occupied_samples(rays_o, rays_d, near, far, g.occupied_at, 1000, 1000, False)[2].sum())
-              for g in (coarse, fitted)]
-    assert counts[1] < 0.7 * counts[0], counts
-
-
 def test_occupied_samples_are_the_occupied_candidates_padded_to_a_fixed_shape():
     rays_o = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     rays_d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])

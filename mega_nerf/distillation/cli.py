@@ -46,12 +46,12 @@ from mega_nerf.distillation.samples import (
 )
 from mega_nerf.distillation.student import (
     build_student,
-    copy_occupancy,
     init_from_teacher,
     load_student_info,
-    prune_student_occupancy,
+    prune_occupancy,
     save_student,
     student_config,
+    visibility_prune,
 )
 from mega_nerf.distillation.teacher_cache import TeacherCache, file_identity
 from mega_nerf.distributed import process_device
@@ -124,13 +124,6 @@ def distill_parser():
     g.add_argument("--visibility_threshold", type=float, default=0.01,
                    help="after distilling, keep occupied only the cells where a ray of some view gives a sample at "
                         "least this weight (0: keep every cell the student has density in)")
-    g.add_argument("--render_grid_cells", type=int, default=0, metavar="CELLS",
-                   help="after pruning, refit the student's occupancy grid to the box of the space it still "
-                        "occupies, with about this many cubic cells (e.g. 4 x --occupancy_resolution^3; 0 = off: "
-                        "keep the grid over the whole box).  It pays where the student's density is sharp: over "
-                        "an aerial scene's thin slab the whole-box grid's cells are many times wider than tall.  "
-                        "Off by default: on the hazy 1,200-step city it kept 118.7 of 128 samples per ray and "
-                        "lost 0.5 dB (bench/results/distill_city_fitted.json)")
     g.add_argument("--render_occupancy_candidates", type=int, default=None,
                    help="occupancy candidates per ray stored with the student, with which eval.py renders it "
                         "unless --occupancy_candidates is given on its command line (default: half of "
@@ -396,13 +389,7 @@ def distill(args: argparse.Namespace) -> dict:
                 f"{output}: was distilled from another container or with other student settings; --resume adds "
                 f"cells only with the same ones")
         existing = load_container(output, "cpu")
-        # The weights go on; the grid starts again from the teacher's occupied space, since the
-        # saved one was pruned (and refitted) before this run's cells were distilled.
-        state = existing.state_dict()
-        state.update({k: v for k, v in student.state_dict().items() if k.startswith("occupancy_grids.")})
-        student.load_state_dict(state)
-        if student.occupancy_grids is not None:
-            copy_occupancy(occupancy, student.occupancy_grids[0])
+        student.load_state_dict(existing.state_dict())
         done = list(info.get("done", []))
         if info.get("adapters") is not None:
             adapters.load_state_dict(info["adapters"])
@@ -455,17 +442,16 @@ def distill(args: argparse.Namespace) -> dict:
         writer.close()
 
     student.eval()
-    grid_info = {"occupied": None, "with_density": None}
+    occupied = dense = None
     if student.occupancy_grids is not None:
         # density_threshold per cell of the student's grid, as training refreshes it
-        grid_info = prune_student_occupancy(student, threshold, views, teacher.bounds, sampling, args.rays_per_view,
-                                            args.visibility_threshold, args.render_grid_cells, device,
-                                            seed=args.random_seed)
-        print(f"student occupancy: density in {100 * grid_info['with_density']:.1f} % of the box; renders through "
-              f"a {' x '.join(map(str, grid_info['grid_shape']))} grid, {100 * grid_info['occupied']:.1f} % of its "
-              f"cells occupied"
-              + (f" (seen by the views, --visibility_threshold {args.visibility_threshold:g})"
-                 if args.visibility_threshold > 0 else ""), flush=True)
+        occupied = dense = prune_occupancy(student.occupancy_grids[0], student.sub_modules[0].density, threshold,
+                                           seed=args.random_seed)
+        if args.visibility_threshold > 0:
+            occupied = visibility_prune(student.occupancy_grids[0], student, views, teacher.bounds, sampling,
+                                        args.rays_per_view, args.visibility_threshold, device, seed=args.random_seed)
+            print(f"student occupancy: {100 * dense:.1f} % of the box holds density, {100 * occupied:.1f} % is "
+                  f"seen by the views (--visibility_threshold {args.visibility_threshold:g})", flush=True)
     student.render_settings = student_render_settings(args, student)
     info = {"teacher": identity, "teacher_path": str(container_path), "config": cfg, "done": done,
             "settings": settings.to_dict(), "packs": pack_settings, "adapters": adapters.cpu().state_dict()}
@@ -479,9 +465,8 @@ def distill(args: argparse.Namespace) -> dict:
                "teacher_cells": len(teacher.cell_ids), "teacher_parameters": teacher.parameter_count(),
                "student_parameters": student.parameter_count(), "cells_done": done, "runs": runs,
                "render_settings": student.render_settings,
-               "distill_seconds": distill_seconds, "occupied_fraction": grid_info["occupied"],
-               "occupied_with_density": grid_info["with_density"], "occupancy_grid": grid_info.get("grid_shape"),
-               "device": str(device),
+               "distill_seconds": distill_seconds, "occupied_fraction": occupied,
+               "occupied_with_density": dense, "device": str(device),
                "heldout": {"source": "validation images" if "item" in cameras[0] else "virtual views",
                            **comparison}}
     metrics_path = Path(args.metrics_path) if args.metrics_path else output.with_name(output.name + ".json")
@@ -518,8 +503,6 @@ def build_cache(cache: TeacherCache, regions: list[dict], pack_maker, teacher, d
 def main(argv=None) -> dict:
     args = parse(distill_parser(), argv)
     require(math.isfinite(args.density_weight), "--density_weight must be finite")
-    require(args.render_grid_cells >= 0,
-            f"--render_grid_cells must be >= 0, got {args.render_grid_cells}")
     require(args.render_occupancy_candidates is None or args.render_occupancy_candidates >= 0,
             f"--render_occupancy_candidates must be >= 0, got {args.render_occupancy_candidates}")
     require(0 <= args.visibility_threshold < 1, f"--visibility_threshold must be in [0, 1), got "

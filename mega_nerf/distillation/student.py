@@ -8,7 +8,6 @@ made (teacher, cells done, settings) goes under the file's ``'extra'`` key.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -85,7 +84,7 @@ def init_from_teacher(student: Container, teacher: Container, occupancy: Occupan
 @torch.no_grad()
 def copy_occupancy(source: OccupancyGrid, target: OccupancyGrid) -> None:
     """Same resolution and box (the teacher's grid is measured on the student's)."""
-    assert source.shape == target.shape
+    assert source.resolution == target.resolution
     target.density.copy_(source.density)
     target.occupied.copy_(source.occupied)
 
@@ -95,8 +94,9 @@ def prune_occupancy(grid: OccupancyGrid, density_fn, threshold: float, passes: i
     """Keep occupied only the cells where the student also has density (grown by one cell, as in
     training).  Never adds cells: outside the teacher's occupied space the student was never
     taught, and what it holds there would be floaters.  Returns the occupied fraction."""
-    cells = torch.arange(grid.cell_count, device=grid.density.device)
-    dense = torch.zeros(grid.cell_count, dtype=torch.bool, device=grid.density.device)
+    r = grid.resolution
+    cells = torch.arange(r ** 3, device=grid.density.device)
+    dense = torch.zeros(r ** 3, dtype=torch.bool, device=grid.density.device)
     device = grid.density.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -139,84 +139,6 @@ def visibility_prune(grid: OccupancyGrid, model, views: Views, bounds, sampling:
             seen.scatter_reduce_(0, cell, out["weights"].reshape(-1).float() * inside, "amax")
     grid.occupied &= grid.grown_by_one_cell(seen >= weight_threshold)
     return grid.occupied_fraction()
-
-
-#: Where a fitted grid tests the coarse grid inside each of its cells: the centre and (just inside)
-#: the eight corners, so a fine cell that straddles coarse ones is occupied if any of them is.
-_PROBES = torch.tensor([[0.5, 0.5, 0.5]] + [[a, b, c] for a in (1e-3, 1 - 1e-3) for b in (1e-3, 1 - 1e-3)
-                                            for c in (1e-3, 1 - 1e-3)])
-
-
-@torch.no_grad()
-def fitted_grid(grid: OccupancyGrid, cells: int, chunk: int = 2 ** 18) -> OccupancyGrid:
-    """A grid of about ``cells`` cubic cells over the box that ``grid``'s occupied cells span,
-    occupied wherever ``grid`` is (never less).
-
-    A student's grid starts as the teacher's: equal cell counts per axis over the whole field box.
-    Over an aerial scene, where samples only go into a thin slab of altitudes, its cells are many
-    times wider than tall and mostly outside the slab; a ray crosses wide occupied cells (each
-    grown by one) for most of its way through the slab, so pruning saves few samples.  The same
-    number of cubic cells over the occupied box lets the grid follow the surfaces.
-
-    Returns:
-        the new grid, empty outside its box and without a density estimate (it is only rendered
-        through), on ``grid``'s device.
-    """
-    occupied = torch.nonzero(grid.occupied).reshape(-1)
-    if occupied.numel() == 0:  # nothing to fit to
-        occupied = torch.arange(grid.cell_count, device=grid.occupied.device)
-    size = (grid.aabb[1] - grid.aabb[0]) / grid._cells_per_axis
-    ijk = grid.cell_ijk(occupied)
-    lo = grid.aabb[0] + ijk.min(0).values * size
-    hi = grid.aabb[0] + (ijk.max(0).values + 1) * size
-    extent = hi - lo
-    edge = float(extent.prod() / cells) ** (1 / 3)
-    shape = [max(1, math.ceil(float(e) / edge)) for e in extent]
-    fitted = OccupancyGrid(torch.stack([lo, hi]), shape, keep_density=False,
-                           empty_outside=True).to(grid.occupied.device)
-    probes = _PROBES.to(grid.occupied.device)
-    result = torch.zeros_like(fitted.occupied)
-    for start in range(0, fitted.cell_count, chunk):
-        part = torch.arange(start, min(start + chunk, fitted.cell_count), device=result.device)
-        corner = fitted.cell_ijk(part).float()[:, None] + probes  # (M, 9, 3) in fitted cells
-        points = lo + corner / fitted._cells_per_axis * extent
-        result[part] = grid.occupied_at(points.reshape(-1, 3)).reshape(-1, len(probes)).any(1)
-    fitted.occupied.copy_(result)
-    return fitted
-
-
-def prune_student_occupancy(student: Container, density_threshold: float, views: Views, bounds,
-                            sampling: SamplingConfig, rays_per_view: int, visibility_threshold: float,
-                            grid_cells: int, device, seed: int = 0) -> dict:
-    """The grid a distilled student renders through: its initial grid (the teacher's occupied
-    space) pruned to where the student holds density (:func:`prune_occupancy`) and the views see
-    (:func:`visibility_prune`, when ``visibility_threshold`` > 0), then, with ``grid_cells`` > 0,
-    refitted to that space (:func:`fitted_grid`) and pruned by the views again at the finer cells.
-    The student's model config records a refitted grid's box and shape, so the file loads with it.
-
-    Returns:
-        occupied (fraction of the final grid's cells), with_density (the fraction of the initial
-        grid's cells where the student holds density), grid_shape and grid_box.
-    """
-    def seen(grid: OccupancyGrid) -> float:
-        if visibility_threshold <= 0:
-            return grid.occupied_fraction()
-        return visibility_prune(grid, student, views, bounds, sampling, rays_per_view, visibility_threshold, device,
-                                seed=seed)
-
-    grid = student.occupancy_grids[0]
-    dense = prune_occupancy(grid, student.sub_modules[0].density, density_threshold, seed=seed)
-    occupied = seen(grid)
-    if grid_cells > 0:
-        grid = fitted_grid(grid, grid_cells)
-        student.occupancy_grids[0] = grid
-        student.model_configs = [dict(student.model_configs[0], occupancy_box=grid.aabb.tolist(),
-                                      occupancy_resolution=list(grid.shape))]
-        # Only the views prune the finer cells: a rendered weight marks density exactly where it
-        # counts, while two random density probes per cell can miss a surface thinner than a cell.
-        occupied = seen(grid)
-    return {"occupied": occupied, "with_density": dense, "grid_shape": list(grid.shape),
-            "grid_box": grid.aabb.tolist()}
 
 
 def save_student(student: Container, path: Path, info: dict) -> None:

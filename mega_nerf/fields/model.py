@@ -62,15 +62,8 @@ def build_foreground(cfg: dict) -> RadianceField:
 
 
 def build_occupancy(cfg: dict) -> Optional[OccupancyGrid]:
-    """The field's occupancy grid: ``occupancy_resolution`` cells per axis (one number or three)
-    over the field's box, or over ``occupancy_box`` (a distilled student's grid, fitted to the space
-    it renders, empty outside it and kept without its density estimate)."""
     resolution = cfg.get("occupancy_resolution", 0)
-    if not resolution:
-        return None
-    box = cfg.get("occupancy_box")
-    return OccupancyGrid(torch.tensor(box or cfg["aabb"]), resolution, keep_density=box is None,
-                         empty_outside=box is not None)
+    return OccupancyGrid(torch.tensor(cfg["aabb"]), resolution) if resolution > 0 else None
 
 
 def build_background(cfg: dict) -> Optional[nn.Module]:
