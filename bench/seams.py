@@ -233,7 +233,9 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
         cells[cell_dir.name.rsplit("-", 1)[1]] = {
             "agreed_with": (summary.get("agreement") or {}).get("agreed_with", []),
             "final_train_psnr": summary.get("final_train_psnr"), "iterations": summary.get("iterations")}
+    surface, interior = seams["seam_surface"]["psnr"], seams["interior"]["psnr"]
     return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"],
+            "seam_surface_penalty_db": None if surface is None or interior is None else interior - surface,
             "seam_psnr": seams["seam"]["psnr"], "seam_mean_abs_error": seams["seam"]["mean_abs_error"],
             "seam_surface_psnr": seams["seam_surface"]["psnr"], "seam_edge_psnr": seams["seam_edge"]["psnr"],
             "seam_surface_pixels": seams["seam_surface"]["pixels"],
@@ -247,7 +249,7 @@ def _evaluate(work: Path, data: Path, masks: Path, name: str, iterations: int, e
 #: Names the result uses for itself (not --variant names).
 RESERVED = ("independent", "continued", "refined", "delta", "baseline")
 DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "seam_edge_psnr", "rest_psnr",
-              "rest_mean_abs_error", "blend_psnr", "interior_psnr", "cell_color_gap")
+              "rest_mean_abs_error", "blend_psnr", "interior_psnr", "seam_surface_penalty_db", "cell_color_gap")
 
 
 def agreement_flags(neighbor_agreement: float = 0.01, agreement_appearance: float = 0.01) -> str:
@@ -262,7 +264,8 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
                     train_extra: list[str] = (), eval_extra: list[str] = (), num_images: int | None = None,
                     seed: int = 0, refine_iterations: int = 0, dataset: Path | None = None,
                     bench_config: str | None = None, masks_extra: list[str] = (),
-                    eval_variants: dict[str, str] | None = None, on_result=None) -> dict:
+                    eval_variants: dict[str, str] | None = None, eval_each_variant: bool = False,
+                    on_result=None) -> dict:
     """Train a grid of the synthetic city with independent cells and with each variant's agreement
     flags, merge and evaluate each; seam and overall numbers of each.
 
@@ -272,6 +275,7 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
         variants: name -> extra train_cells flags (default: ``agreement``, :func:`agreement_flags`).
         eval_variants: name -> extra eval.py flags: the independent cells merged again and
             rendered otherwise, e.g. ``tapered='--blend_weights tapered'``.
+        eval_each_variant: also render every variant's cells so (``VARIANT@NAME``, against ``NAME``).
         train_extra, eval_extra, masks_extra: extra train_cells.py / eval.py / create_cluster_masks.py flags.
         dataset, bench_config: an existing dataset instead of the synthetic city (``preset`` and
             ``num_images`` then unused), with ``configs/bench/<bench_config>`` on top of its config.
@@ -313,6 +317,9 @@ def seam_comparison(work: Path, preset: str = "tiny", grid_dim: tuple[int, int] 
     for name, flags in (eval_variants or {}).items():
         done(name, _evaluate(work, data, masks, name, train_iterations, [*eval_extra, *flags.split()], None,
                              cells="independent"), "independent")
+        for variant in variants if eval_each_variant else ():
+            done(f"{variant}@{name}", _evaluate(work, data, masks, f"{variant}@{name}", train_iterations,
+                                                [*eval_extra, *flags.split()], None, cells=variant), name)
     if refine_iterations > 0:
         for name, blend in (("continued", False), ("refined", True)):
             done(name, _refined(work, data, masks, name, train_iterations, refine_iterations, trained,
@@ -332,7 +339,8 @@ def table(result: dict) -> str:
     cols = [("psnr", "PSNR"), ("seam_psnr", "seam PSNR"), ("seam_mean_abs_error", "seam MAE"),
             ("seam_surface_psnr", "surface"), ("seam_edge_psnr", "edge"),
             ("rest_psnr", "rest PSNR"), ("rest_mean_abs_error", "rest MAE"), ("blend_psnr", "blend PSNR"),
-            ("interior_psnr", "interior"), ("cell_color_gap", "cell gap"), ("train_seconds", "train s")]
+            ("interior_psnr", "interior"), ("seam_surface_penalty_db", "penalty"), ("cell_color_gap", "cell gap"),
+            ("train_seconds", "train s")]
     variants = [name for name in result if name not in ("independent", "delta", "baseline")]
     lines = [f"{'variant':<20}" + "".join(f"{title:>12}" for _, title in cols)]
     rows = [("independent", result["independent"])]
@@ -376,6 +384,10 @@ def main(argv=None) -> dict:
     p.add_argument("--eval_variant", action="append", default=[], metavar="NAME=FLAGS",
                    help="the independent cells rendered with these eval.py flags, compared with independent "
                         "(repeatable), e.g. tapered='--blend_weights tapered'")
+    p.add_argument("--eval_each_variant", action="store_true",
+                   help="render every --variant's cells with each --eval_variant's flags too (rows VARIANT@NAME, "
+                        "against NAME), e.g. hard='--boundary_margin 1' for hard routing, where a cell's border "
+                        "shows")
     p.add_argument("--refine", type=int, default=0, metavar="ITERATIONS",
                    help="also refine the independent cells at their seams for this many iterations per cell "
                         "(scripts/refine_seams.py) and continue them alone as long (the control)")
@@ -424,6 +436,7 @@ def main(argv=None) -> dict:
                              args.eval_extra.split(), args.num_images, refine_iterations=args.refine,
                              dataset=args.dataset_path, bench_config=args.config,
                              masks_extra=args.masks_extra.split(), eval_variants=eval_variants,
+                             eval_each_variant=args.eval_each_variant,
                              on_result=lambda partial: save(partial, complete=False))
     record = save(result, complete=True)
     print(table(result))
