@@ -268,8 +268,9 @@ DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "
 def agreement_flags(neighbor_agreement: float = 0.01, agreement_appearance: float = 0.01) -> str:
     """The default variant's flags.  Weights of 0.1 and 1 lowered PSNR everywhere (the field term is
     a squared log-density difference, far larger than the photometric loss); at 0.01 the border
-    pixels' error fell 1.8 % blended and 2.9 % with hard routing over three seeds, at the same
-    overall PSNR (``bench/results/seams_cpu_weights*.json``, ``seams_cpu_hard.json``)."""
+    pixels' error fell 1.8 % blended and 2.9 % with hard routing over three seeds of the tiny city,
+    at the same overall PSNR (``bench/results/seams_cpu_weights*.json``, ``seams_cpu_hard.json``),
+    but rose on brighton's smoke run, which lost 0.45-1.0 dB (``seams_brighton_cpu_hard.json``)."""
     return f"--neighbor_agreement {neighbor_agreement} --agreement_appearance {agreement_appearance}"
 
 
