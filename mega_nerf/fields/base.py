@@ -72,8 +72,8 @@ class RadianceField(nn.Module):
         Returns:
             sigma (N,), rgb (N, 3) in [0, 1].
         """
-        h = self.features(x)
-        return density_activation(h[:, 0]), self.color(h[:, 1:], d, appearance)
+        sigma, geo = self.density_with_features(x)
+        return sigma, self.color(geo, d, appearance)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

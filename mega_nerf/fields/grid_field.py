@@ -58,9 +58,3 @@ class GridField(RadianceField):
             return super().color(geo, d, appearance)
         coeffs = geo.reshape(-1, 3, 9)
         return torch.sigmoid((coeffs * sh_basis_deg2(d).to(coeffs.dtype)[:, None, :]).sum(-1).float())
-
-    def forward(self, x, d, appearance):
-        if self.color_mode == "mlp":
-            return super().forward(x, d, appearance)
-        sigma, coeffs = self.density_with_features(x)
-        return sigma, self.color(coeffs, d, appearance)
