@@ -217,7 +217,8 @@ def add_agreement_options(p: configargparse.ArgumentParser) -> None:
     g.add_argument("--agreement_appearance", type=float, default=0.1, metavar="WEIGHT",
                    help="with --neighbor_agreement or --agreement_blend: a fresh cell's appearance embeddings start from the trained "
                         "neighbours' rows of the same images (averaged), and this weight keeps them close "
-                        "(mean squared distance per aligned row); 0 = no appearance alignment")
+                        "(mean squared distance per aligned row); 0 = neither: the embeddings are the cell's own, "
+                        "from zero")
     g.add_argument("--agreement_prefix", type=str, default=None,
                    help="cell j's experiment folder is AGREEMENT_PREFIX<j> (default: --exp_name less its "
                         "trailing cell index, e.g. EXP-3 -> EXP-, the layout of train_cells and "

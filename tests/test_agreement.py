@@ -226,6 +226,16 @@ def test_a_cell_agrees_with_its_trained_neighbour_and_records_it(trained):
     assert differs  # the agreement terms changed the training
 
 
+def test_appearance_weight_zero_leaves_the_embeddings_alone(grid, trained, tmp_path):
+    """``--agreement_appearance 0``: the field term alone; the cell's embeddings are its own from zero."""
+    exp = tmp_path / "exp"
+    shutil.copytree(Path(f"{trained['agree']}-0"), Path(f"{exp}-0"))  # the trained neighbour
+    second = train(grid, exp, 1, ["--neighbor_agreement", "1.0", "--agreement_appearance", "0"])
+    assert second.agreeing and second.agreement.used == {0} and "field" in second.agreement_parts
+    assert "appearance" not in second.agreement_parts and second.agreement.appearance == {}
+    assert final_state(exp, 1)["agreement"]["appearance_from"] == []
+
+
 def test_unfinished_neighbours_are_not_used(grid, tmp_path):
     exp = tmp_path / "exp"
     (Path(f"{exp}-0") / "models").mkdir(parents=True)

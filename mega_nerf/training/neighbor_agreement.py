@@ -182,8 +182,9 @@ class NeighborAgreement:
     def init_appearance(self, model: SceneModel) -> None:
         """Copy the neighbours' learned appearance rows (averaged over those that learned a row) into
         ``model`` (a fresh run only) and keep them as the alignment targets.  Skipped, with a
-        warning, where the tables' shapes differ."""
-        if not self.paths:
+        warning, where the tables' shapes differ, and altogether at ``appearance_weight`` 0: the
+        embeddings are then this cell's own from zero, as without the option."""
+        if not self.paths or self.appearance_weight <= 0:
             return
         tables: dict[str, list[torch.Tensor]] = {"fg": [], "bg": []}
         for j in sorted(self.paths):
