@@ -15,8 +15,9 @@ cells answering at the visible point change from a neighbouring pixel's) and of 
 foreground (blend: several cells answer; interior: one), the overall validation PSNR, and
 ``cell_color_gap``, how far the blended cells' own colours differ at seam pixels.
 
-The default variant is ``--neighbor_agreement 0.01 --agreement_appearance 0.01``.  The runs below
-before the weight sweep at the end used the default of then, 1.0 and 0.1.
+The default variant is ``--neighbor_agreement 0.01 --agreement_appearance 0``.  The runs below
+before the weight sweep used the default of then, 1.0 and 0.1; the sweep and the three-seed runs
+used ``--agreement_appearance 0.01``, until the brighton runs at the end showed what it costs.
 
 CPU smoke run (2 cores; ``--smoke``: the tiny preset, a 2 x 2 grid, 80 steps per cell with tiny
 fields; about 2 minutes on an idle machine, 6.5 with other jobs on the cores), as run for the record::
@@ -123,6 +124,27 @@ means over the seeds)::
 
 Hard routing shows the border: every w001 seed's seam error is below every independent seed's,
 at the same overall PSNR.
+
+The same three seeds with ``--neighbor_agreement 0.01 --agreement_appearance 0`` (the field term
+alone; bench/results/seams_cpu_density.json, whose independent cells reproduce the ones above to
+the last digit): blended 23.80 dB and seam MAE 0.0539, hard 23.61 dB and 0.0589 (every seed
+0.0583-0.0593, below every independent seed again).  On the city the appearance term makes no
+difference.  On brighton it is what hurts: one H200, 2 x 2 cells of 1,000 steps
+(bench/results/seams_brighton_gpu.json, seed 42; seams_brighton_gpu_seed1.json, seed 1)::
+
+    cells (seed)                 blended: overall  seam MAE   hard: overall  seam MAE
+    independent (42)                      17.80    0.0844           17.62    0.0920
+    0.01, appearance 0.01 (42)            17.16    0.0932           17.09    0.0957
+    0.01, appearance 0 (42)               17.68    0.0866           17.56    0.0853
+    independent (1)                       17.28    0.0922           17.15    0.0983
+    0.01, appearance 0 (1)                17.37    0.0868           17.26    0.0941
+
+With the field term alone and hard routing, both seeds' border error falls (-7.3 % and -4.3 %)
+and overall PSNR moves -0.06 and +0.11 dB; blended, the border error moves +2.6 % and -5.9 %.
+On the CPU smoke grid of brighton (15.9 dB models, 400 steps, bench/results/seams_brighton_cpu_density.json)
+the field term alone leaves the hard-routed border error as it was (+0.3 %, +0.1 %), raises the
+blended one (+0.6 %, +3.9 %) and costs 0.06 and 0.39 dB overall, against 0.45 and 1.0 dB with the
+appearance term (seams_brighton_cpu_hard.json).
 """
 from __future__ import annotations
 
@@ -265,12 +287,14 @@ DELTA_KEYS = ("psnr", "seam_psnr", "seam_mean_abs_error", "seam_surface_psnr", "
               "rest_mean_abs_error", "blend_psnr", "interior_psnr", "seam_surface_penalty_db", "cell_color_gap")
 
 
-def agreement_flags(neighbor_agreement: float = 0.01, agreement_appearance: float = 0.01) -> str:
+def agreement_flags(neighbor_agreement: float = 0.01, agreement_appearance: float = 0.0) -> str:
     """The default variant's flags.  Weights of 0.1 and 1 lowered PSNR everywhere (the field term is
     a squared log-density difference, far larger than the photometric loss); at 0.01 the border
-    pixels' error fell 1.8 % blended and 2.9 % with hard routing over three seeds of the tiny city,
-    at the same overall PSNR (``bench/results/seams_cpu_weights*.json``, ``seams_cpu_hard.json``),
-    but rose on brighton's smoke run, which lost 0.45-1.0 dB (``seams_brighton_cpu_hard.json``)."""
+    pixels' error fell about 3 % with hard routing over three seeds of the tiny city, at the same
+    overall PSNR, with or without the appearance term (``seams_cpu_hard.json``,
+    ``seams_cpu_density.json``).  On brighton the appearance term at 0.01 cost 0.64 dB
+    (``seams_brighton_gpu.json``); without it the border error fell 4-7 % with hard routing over two
+    seeds at the same overall PSNR (``seams_brighton_gpu{,_seed1}.json``)."""
     return f"--neighbor_agreement {neighbor_agreement} --agreement_appearance {agreement_appearance}"
 
 
@@ -391,7 +415,7 @@ def main(argv=None) -> dict:
     p.add_argument("--train_iterations", type=int, default=500)
     p.add_argument("--neighbor_agreement", type=float, default=0.01,
                    help="the 'agreement' variant's weight (when no --variant is given)")
-    p.add_argument("--agreement_appearance", type=float, default=0.01)
+    p.add_argument("--agreement_appearance", type=float, default=0.0)
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                    help="a named set of train_cells flags compared with independent cells (repeatable), e.g. "
                         "blend=--agreement_blend; default: agreement='--neighbor_agreement W "

@@ -214,11 +214,12 @@ def add_agreement_options(p: configargparse.ArgumentParser) -> None:
                    help="the band: samples where routing with this margin (a ratio of centroid distances, like "
                         "--boundary_margin, >= 1) gives both this cell and the neighbour a weight "
                         "(default: --boundary_margin, the band the container blends in)")
-    g.add_argument("--agreement_appearance", type=float, default=0.1, metavar="WEIGHT",
+    g.add_argument("--agreement_appearance", type=float, default=0.0, metavar="WEIGHT",
                    help="with --neighbor_agreement or --agreement_blend: a fresh cell's appearance embeddings start from the trained "
                         "neighbours' rows of the same images (averaged), and this weight keeps them close "
-                        "(mean squared distance per aligned row); 0 = neither: the embeddings are the cell's own, "
-                        "from zero")
+                        "(mean squared distance per aligned row); 0 (default) = neither: the embeddings are the "
+                        "cell's own, from zero.  On the brighton flight 0.01 cost 0.64 dB overall and raised the "
+                        "border pixels' error; on the synthetic city it made no difference (bench/seams.py)")
     g.add_argument("--agreement_prefix", type=str, default=None,
                    help="cell j's experiment folder is AGREEMENT_PREFIX<j> (default: --exp_name less its "
                         "trailing cell index, e.g. EXP-3 -> EXP-, the layout of train_cells and "
