@@ -32,7 +32,7 @@ from mega_nerf.distillation.cameras import (
 )
 from mega_nerf.distillation.distiller import Distiller, DistillSettings, PackSource
 from mega_nerf.distillation.losses import FeatureAdapters, log_density_loss
-from mega_nerf.distillation.packs import concat_packs, make_pack
+from mega_nerf.distillation.packs import concat_packs, make_pack, pack_nbytes, packs_that_fit
 from mega_nerf.distillation.samples import density_threshold, teacher_occupancy
 from mega_nerf.distillation.student import (
     build_student,
@@ -278,6 +278,28 @@ def test_feature_adapters_map_each_cell_separately():
     assert torch.equal(out[0], torch.ones(3)) and torch.equal(out[1], torch.full((3,), 2.0))
 
 
+def test_pack_memory_holds_as_many_packs_as_fit_and_makes_the_others_again():
+    """A budget of 2.5 packs keeps 2; a view pushed out of memory is made again when drawn."""
+    made = []
+
+    def make(view: int) -> dict:
+        made.append(view)
+        return {"rays_o": torch.full((10, 3), float(view)), "valid": torch.ones(10, 4, dtype=torch.bool)}
+
+    size = pack_nbytes(make(0))
+    assert size == 10 * 3 * 4 + 10 * 4 and packs_that_fit(size, 0) == 1 and packs_that_fit(size, 5 * size) == 5
+    made.clear()
+    source = PackSource("cpu", make=make, capacity=None, memory_budget=int(2.5 * size))
+    for view in (0, 1, 0, 2, 1, 0):
+        assert float(source.get(view)["rays_o"][0, 0]) == view
+    assert source.capacity == 2 and source.pack_bytes == size and len(source.memory) == 2
+    assert made == [0, 1, 2, 1, 0] and source.made == 5  # the second 0 was kept; 1 and 0 were pushed out
+    everything = PackSource("cpu", make=make, capacity=None, memory_budget=10 * size)
+    for view in (0, 1, 2, 0, 1, 2):
+        everything.get(view)
+    assert everything.made == 3
+
+
 # ------------------------------------------------------------------------------ command line
 def run_cli(argv: list[str]) -> dict:
     """``scripts/distill.py`` in this process (one interpreter start for the whole file)."""
@@ -453,6 +475,10 @@ def test_bad_input_is_one_line_and_writes_nothing(scene, tmp_path):
         run_cli(base + ["--cell", "7"])
     with pytest.raises(UserError, match="either --overwrite"):
         run_cli(base + ["--overwrite", "--resume"])
+    with pytest.raises(UserError, match="--pack_memory_fraction must be in"):
+        run_cli(base + ["--pack_memory_fraction", "0"])
+    with pytest.raises(UserError, match="--max_packs_in_memory must be >= 1"):
+        run_cli(base + ["--max_packs_in_memory", "0"])
     assert existing.read_bytes() == b"keep" and not (tmp_path / "s.pt").exists()
     help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], check=False, capture_output=True,
                                text=True, cwd=REPO)

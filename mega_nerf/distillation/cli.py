@@ -54,7 +54,7 @@ from mega_nerf.distillation.student import (
     visibility_prune,
 )
 from mega_nerf.distillation.teacher_cache import TeacherCache, file_identity
-from mega_nerf.distributed import process_device
+from mega_nerf.distributed import free_memory_bytes, process_device
 from mega_nerf.errors import UserError, require
 from mega_nerf.io_utils import atomic_torch_save, atomic_write_json, temporary_sibling
 from mega_nerf.render.occupancy import OccupancyGrid
@@ -64,6 +64,8 @@ from mega_nerf.training.trainer import DEFAULT_LR
 #: ``--color_min_weight`` stored with a student distilled with the distortion loss, whose rays
 #: hold their weight in a few samples (the renderer's two-pass rendering).
 STUDENT_COLOR_MIN_WEIGHT = 1e-4
+#: Packs kept in memory where the device does not say how much memory is free.
+DEFAULT_PACKS_IN_MEMORY = 64
 
 
 def distill_parser():
@@ -144,7 +146,13 @@ def distill_parser():
                    help="--color_min_weight stored with the student (eval.py's two-pass rendering: colour only "
                         f"where a sample's weight is at least this; default {STUDENT_COLOR_MIN_WEIGHT:g} with "
                         "--distortion_loss_weight, else none stored)")
-    g.add_argument("--max_packs_in_memory", type=int, default=64, help="view packs kept in memory")
+    g.add_argument("--max_packs_in_memory", type=int, default=None,
+                   help="view packs (a view's rays with the teacher's outputs) kept in memory (default: as many as "
+                        "fit in --pack_memory_fraction of the device's free memory, so most scenes keep every "
+                        "view's; a pack that is not kept is rendered by the teacher again when its view is drawn)")
+    g.add_argument("--pack_memory_fraction", type=float, default=0.25,
+                   help="share of the device's free memory (at the start) the packs may fill when "
+                        "--max_packs_in_memory is not given")
     g.add_argument("--random_seed", type=int, default=0)
     g.add_argument("--device", type=str, default=None, help="cpu or cuda[:i] (default: cuda if available)")
     g.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch")
@@ -200,6 +208,10 @@ def settings_from_args(args: argparse.Namespace) -> DistillSettings:
     require(args.render_color_min_weight is None or 0 <= args.render_color_min_weight < 1,
             f"--render_color_min_weight must be in [0, 1), got {args.render_color_min_weight}")
     require(args.distill_seconds is None or args.distill_seconds > 0, "--distill_seconds must be > 0")
+    require(args.max_packs_in_memory is None or args.max_packs_in_memory >= 1,
+            f"--max_packs_in_memory must be >= 1, got {args.max_packs_in_memory}")
+    require(0 < args.pack_memory_fraction <= 0.9,
+            f"--pack_memory_fraction must be in (0, 0.9], got {args.pack_memory_fraction:g}")
     require(args.distill_batch_rays >= args.views_per_batch >= 1,
             "--views_per_batch must be between 1 and --distill_batch_rays")
     return DistillSettings(
@@ -415,6 +427,10 @@ def distill(args: argparse.Namespace) -> dict:
                            "distiller": None if distiller is None else distiller.state_dict(),
                            "torch_rng": torch.get_rng_state()}, progress)
 
+    # Packs kept in memory: every view's, where they fit, so the teacher renders each pack once.
+    free = free_memory_bytes(device) if args.max_packs_in_memory is None else None
+    capacity = args.max_packs_in_memory or (None if free is not None else DEFAULT_PACKS_IN_MEMORY)
+    pack_budget = None if free is None else int(args.pack_memory_fraction * free)
     runs = []
     started = time.perf_counter()
     for region in regions:
@@ -422,7 +438,7 @@ def distill(args: argparse.Namespace) -> dict:
             print(f"{region['name']}: already distilled", flush=True)
             continue
         source = PackSource(device, make=None if cache is not None else pack_maker(region), cache=cache,
-                            region=region["name"], capacity=args.max_packs_in_memory)
+                            region=region["name"], capacity=capacity, memory_budget=pack_budget)
         distiller = Distiller(student, adapters, source, len(region["views"]), teacher.bounds, settings, device,
                               min_delta, max_delta, writer, show_progress=not args.quiet,
                               label=f"distil {region['name']}")
@@ -433,10 +449,12 @@ def distill(args: argparse.Namespace) -> dict:
         result = distiller.run(lambda d, name=region["name"]: save_progress(d, name), args.ckpt_interval)
         done.append(region["name"])
         save_progress(None, None)
-        runs.append({"region": region["name"], "views": len(region["views"]), "packs_made": source.made, **result})
+        runs.append({"region": region["name"], "views": len(region["views"]), "packs_made": source.made,
+                     "packs_in_memory": source.capacity, "pack_bytes": source.pack_bytes, **result})
         print(f"{region['name']}: {result['steps']} steps in {result['seconds']:.1f} s, final losses "
-              + ", ".join(f"{k} {v:.4g}" for k, v in result["final"].items() if k in
-                          LOSSES), flush=True)
+              + ", ".join(f"{k} {v:.4g}" for k, v in result["final"].items() if k in LOSSES)
+              + f"; {source.made} packs made for {len(region['views'])} views, up to {source.capacity} kept in "
+                f"memory ({(source.pack_bytes or 0) / 2 ** 20:.1f} MB each)", flush=True)
     distill_seconds = time.perf_counter() - started
     if writer is not None:
         writer.close()

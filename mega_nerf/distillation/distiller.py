@@ -36,7 +36,7 @@ from mega_nerf.distillation.losses import (
     rendered_loss,
     sample_weights,
 )
-from mega_nerf.distillation.packs import background_rgb, concat_packs, take_rays
+from mega_nerf.distillation.packs import background_rgb, concat_packs, pack_nbytes, packs_that_fit, take_rays
 from mega_nerf.distillation.teacher_cache import TeacherCache
 from mega_nerf.errors import UserError
 from mega_nerf.fields.base import density_activation
@@ -80,14 +80,23 @@ def stage_of(progress: float, settings: DistillSettings) -> int:
 
 
 class PackSource:
-    """Packs of one region by view position: made live by ``make`` (kept in an LRU of
-    ``capacity`` packs) or read from a :class:`TeacherCache`."""
+    """Packs of one region by view position: made live by ``make`` or read from a
+    :class:`TeacherCache`, and kept in an LRU of ``capacity`` packs.
+
+    With ``capacity`` None it is set from the first pack's size: as many packs as fit in
+    ``memory_budget`` bytes.  Keeping every view's pack matters: when a scene has more views than
+    the LRU holds, most draws miss and the teacher renders a fresh pack for them, so each step
+    costs several teacher renders instead of none."""
 
     def __init__(self, device, make: Callable[[int], dict] | None = None, cache: TeacherCache | None = None,
-                 region: str = "all", capacity: int = 64):
+                 region: str = "all", capacity: int | None = 64, memory_budget: int | None = None):
+        if capacity is None and memory_budget is None:
+            raise ValueError("PackSource: give a capacity or a memory budget")
         self.device, self.make, self.cache, self.region, self.capacity = device, make, cache, region, capacity
+        self.memory_budget = memory_budget
         self.memory: OrderedDict[int, dict] = OrderedDict()
         self.made = 0  # packs computed or read (not served from memory)
+        self.pack_bytes: int | None = None
 
     def get(self, view: int) -> dict:
         if view in self.memory:
@@ -99,6 +108,10 @@ class PackSource:
             shard = view // self.cache.shard_size
             packs = {shard * self.cache.shard_size + i: p for i, p in enumerate(self.cache.read_shard(self.region, shard))}
         self.made += 1
+        if self.pack_bytes is None:
+            self.pack_bytes = max(pack_nbytes(p) for p in packs.values())
+            if self.capacity is None:
+                self.capacity = packs_that_fit(self.pack_bytes, self.memory_budget)
         for key, pack in packs.items():
             self.memory[key] = {k: v.to(self.device) for k, v in pack.items()}
             self.memory.move_to_end(key)

@@ -67,6 +67,17 @@ def process_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now: CUDA's free memory, else the host's free RAM (POSIX); None
+    where the system does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
