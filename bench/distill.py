@@ -231,6 +231,9 @@ def main() -> None:
             rows[row] = {"kind": kind, "flags": flags, "eval_flags": eval_flags, **eval_numbers(metrics),
                          "parameters": info["student_parameters"],
                          "distill_seconds": sum(r["seconds"] for r in info["runs"]), "command_seconds": seconds,
+                         "distill_steps": sum(r["steps"] for r in info["runs"]),
+                         "packs_made": sum(r.get("packs_made", 0) for r in info["runs"]),
+                         "packs_in_memory": info["runs"][-1].get("packs_in_memory"),
                          "vs_teacher_psnr": info["heldout"]["student_vs_teacher_psnr"],
                          "occupied_fraction": info["occupied_fraction"],
                          "occupied_with_density": info.get("occupied_with_density"),
@@ -240,14 +243,15 @@ def main() -> None:
     result = save(complete=True)
     verdicts = result["hash_runs_vs_target"]
     print(f"{'model':<12}{'params':>12}{'PSNR':>8}{'SSIM':>8}{'vs teacher':>12}{'rays/s':>11}{'timed':>11}"
-          f"{'samples':>9}{'distil s':>10}")
+          f"{'samples':>9}{'distil s':>10}{'steps':>7}{'packs':>7}")
     for name, r in rows.items():
         vs = f"{r['vs_teacher_psnr']:.2f}" if r.get("vs_teacher_psnr") is not None else "-"
         ds = f"{r['distill_seconds']:.1f}" if r.get("distill_seconds") is not None else "-"
         timed = f"{r['speed_rays_per_second']:.0f}" if r.get("speed_rays_per_second") else "-"
         samples = f"{r['samples_per_ray']:.1f}" if r.get("samples_per_ray") is not None else "-"
         print(f"{name:<12}{r['parameters'] or 0:>12,}{r['psnr']:>8.2f}{r['ssim']:>8.4f}{vs:>12}"
-              f"{r['rays_per_second']:>11.0f}{timed:>11}{samples:>9}{ds:>10}")
+              f"{r['rays_per_second']:>11.0f}{timed:>11}{samples:>9}{ds:>10}{r.get('distill_steps', '-'):>7}"
+              f"{r.get('packs_made', '-'):>7}")
     for row, v in verdicts.items():
         print(f"{row} vs {v['against']}: {v['psnr_drop_db']:+.2f} dB drop, {v['parameter_ratio']:.3f}x parameters, "
               f"{v['speedup']:.2f}x render speed; target {'met' if v['met'] else 'not met'}")
