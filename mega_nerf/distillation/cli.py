@@ -34,7 +34,13 @@ from mega_nerf.distillation.cameras import (
     training_views,
     view_rays,
 )
-from mega_nerf.distillation.distiller import LOSSES, Distiller, DistillSettings, PackSource
+from mega_nerf.distillation.distiller import (
+    DEFAULT_PACKS_IN_MEMORY,
+    LOSSES,
+    Distiller,
+    DistillSettings,
+    PackSource,
+)
 from mega_nerf.distillation.losses import FeatureAdapters
 from mega_nerf.distillation.packs import make_pack
 from mega_nerf.distillation.report import compare, dataset_cameras, view_cameras
@@ -64,8 +70,6 @@ from mega_nerf.training.trainer import DEFAULT_LR
 #: ``--color_min_weight`` stored with a student distilled with the distortion loss, whose rays
 #: hold their weight in a few samples (the renderer's two-pass rendering).
 STUDENT_COLOR_MIN_WEIGHT = 1e-4
-#: Packs kept in memory where the device does not say how much memory is free.
-DEFAULT_PACKS_IN_MEMORY = 64
 
 
 def distill_parser():

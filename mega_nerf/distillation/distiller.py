@@ -79,6 +79,10 @@ def stage_of(progress: float, settings: DistillSettings) -> int:
     return 2 if progress < settings.sample_stage else 3
 
 
+#: Packs kept in memory where neither a count nor a memory budget is known.
+DEFAULT_PACKS_IN_MEMORY = 64
+
+
 class PackSource:
     """Packs of one region by view position: made live by ``make`` or read from a
     :class:`TeacherCache`, and kept in an LRU of ``capacity`` packs.
@@ -89,7 +93,8 @@ class PackSource:
     costs several teacher renders instead of none."""
 
     def __init__(self, device, make: Callable[[int], dict] | None = None, cache: TeacherCache | None = None,
-                 region: str = "all", capacity: int | None = 64, memory_budget: int | None = None):
+                 region: str = "all", capacity: int | None = DEFAULT_PACKS_IN_MEMORY,
+                 memory_budget: int | None = None):
         if capacity is None and memory_budget is None:
             raise ValueError("PackSource: give a capacity or a memory budget")
         self.device, self.make, self.cache, self.region, self.capacity = device, make, cache, region, capacity
