@@ -126,25 +126,10 @@ Hard routing shows the border: every w001 seed's seam error is below every indep
 at the same overall PSNR.
 
 The same three seeds with ``--neighbor_agreement 0.01 --agreement_appearance 0`` (the field term
-alone; bench/results/seams_cpu_density.json, whose independent cells reproduce the ones above to
-the last digit): blended 23.80 dB and seam MAE 0.0539, hard 23.61 dB and 0.0589 (every seed
-0.0583-0.0593, below every independent seed again).  On the city the appearance term makes no
-difference.  On brighton it is what hurts: one H200, 2 x 2 cells of 1,000 steps
-(bench/results/seams_brighton_gpu.json, seed 42; seams_brighton_gpu_seed1.json, seed 1)::
-
-    cells (seed)                 blended: overall  seam MAE   hard: overall  seam MAE
-    independent (42)                      17.80    0.0844           17.62    0.0920
-    0.01, appearance 0.01 (42)            17.16    0.0932           17.09    0.0957
-    0.01, appearance 0 (42)               17.68    0.0866           17.56    0.0853
-    independent (1)                       17.28    0.0922           17.15    0.0983
-    0.01, appearance 0 (1)                17.37    0.0868           17.26    0.0941
-
-With the field term alone and hard routing, both seeds' border error falls (-7.3 % and -4.3 %)
-and overall PSNR moves -0.06 and +0.11 dB; blended, the border error moves +2.6 % and -5.9 %.
-On the CPU smoke grid of brighton (15.9 dB models, 400 steps, bench/results/seams_brighton_cpu_density.json)
-the field term alone leaves the hard-routed border error as it was (+0.3 %, +0.1 %), raises the
-blended one (+0.6 %, +3.9 %) and costs 0.06 and 0.39 dB overall, against 0.45 and 1.0 dB with the
-appearance term (seams_brighton_cpu_hard.json).
+alone, bench/results/seams_cpu_density.json): hard-routed seam MAE 0.0589, the same as with the
+appearance term.  On brighton the appearance term is what hurts, and the field term alone lowers
+the hard-routed border error at the same overall PSNR (one H200, two seeds,
+seams_brighton_gpu{,_seed1}.json; the table is in the README, "On the brighton flight").
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from mega_nerf.distillation.cameras import (
 )
 from mega_nerf.distillation.distiller import Distiller, DistillSettings, PackSource
 from mega_nerf.distillation.losses import FeatureAdapters, log_density_loss
-from mega_nerf.distillation.packs import concat_packs, make_pack, pack_nbytes, packs_that_fit
+from mega_nerf.distillation.packs import concat_packs, make_pack, packs_that_fit
 from mega_nerf.distillation.samples import density_threshold, teacher_occupancy
 from mega_nerf.distillation.student import (
     build_student,
@@ -42,6 +42,7 @@ from mega_nerf.distillation.student import (
 )
 from mega_nerf.errors import UserError
 from mega_nerf.evaluation.metrics import psnr
+from mega_nerf.fields.base import tensor_bytes
 from mega_nerf.fields.model import model_config_from_args
 from mega_nerf.geometry.bounds import compute_scene_bounds
 from mega_nerf.render.renderer import SamplingConfig, render_image
@@ -286,7 +287,7 @@ def test_pack_memory_holds_as_many_packs_as_fit_and_makes_the_others_again():
         made.append(view)
         return {"rays_o": torch.full((10, 3), float(view)), "valid": torch.ones(10, 4, dtype=torch.bool)}
 
-    size = pack_nbytes(make(0))
+    size = tensor_bytes(make(0).values())
     assert size == 10 * 3 * 4 + 10 * 4 and packs_that_fit(size, 0) == 1 and packs_that_fit(size, 5 * size) == 5
     made.clear()
     source = PackSource("cpu", make=make, capacity=None, memory_budget=int(2.5 * size))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mega_nerf.errors import UserError, require
+from mega_nerf.fields.base import tensor_bytes
 from mega_nerf.fields.model import build_background, build_foreground, build_occupancy
 from mega_nerf.geometry.bounds import SceneBounds
 from mega_nerf.io_utils import atomic_torch_save
@@ -150,7 +151,7 @@ class Container(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
+        return tensor_bytes([*self.parameters(), *self.buffers()])
 
 
 class RoutedFeatures:

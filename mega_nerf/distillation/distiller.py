@@ -36,10 +36,10 @@ from mega_nerf.distillation.losses import (
     rendered_loss,
     sample_weights,
 )
-from mega_nerf.distillation.packs import background_rgb, concat_packs, pack_nbytes, packs_that_fit, take_rays
+from mega_nerf.distillation.packs import background_rgb, concat_packs, packs_that_fit, take_rays
 from mega_nerf.distillation.teacher_cache import TeacherCache
 from mega_nerf.errors import UserError
-from mega_nerf.fields.base import density_activation
+from mega_nerf.fields.base import density_activation, tensor_bytes
 from mega_nerf.render.volume import composite_intervals, distortion_loss
 
 LOSSES = ("feature", "density", "colour", "rendered", "distortion")
@@ -114,7 +114,7 @@ class PackSource:
             packs = {shard * self.cache.shard_size + i: p for i, p in enumerate(self.cache.read_shard(self.region, shard))}
         self.made += 1
         if self.pack_bytes is None:
-            self.pack_bytes = max(pack_nbytes(p) for p in packs.values())
+            self.pack_bytes = max(tensor_bytes(p.values()) for p in packs.values())
             if self.capacity is None:
                 self.capacity = packs_that_fit(self.pack_bytes, self.memory_budget)
         for key, pack in packs.items():

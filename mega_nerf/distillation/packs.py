@@ -152,14 +152,9 @@ def make_pack(teacher, views: Views, view: int, rays: int, bounds, occupied_fn: 
             "t_pixel": pixel, "t_transmittance": fg["transmittance"], "bg": bg, "far": far, "t_exit": t_exit}
 
 
-def pack_nbytes(pack: dict[str, torch.Tensor]) -> int:
-    """Bytes a pack's tensors hold (what keeping it in memory costs)."""
-    return sum(t.numel() * t.element_size() for t in pack.values())
-
-
-def packs_that_fit(pack_bytes: int, budget_bytes: int, minimum: int = 1) -> int:
-    """How many packs of ``pack_bytes`` fit in ``budget_bytes`` (at least ``minimum``)."""
-    return max(int(budget_bytes // max(pack_bytes, 1)), minimum)
+def packs_that_fit(pack_bytes: int, budget_bytes: int) -> int:
+    """How many packs of ``pack_bytes`` fit in ``budget_bytes`` (at least one)."""
+    return max(int(budget_bytes // max(pack_bytes, 1)), 1)
 
 
 def pack_to(pack: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

@@ -18,6 +18,11 @@ def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x.clamp(max=15.0))
 
 
+def tensor_bytes(tensors) -> int:
+    """Bytes the given tensors hold."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def density_activation(logit: torch.Tensor) -> torch.Tensor:
     """Density from a logit, in float32 (shifted so a zero-initialised field starts nearly empty)."""
     return trunc_exp(logit.float() - 1.0)
@@ -80,4 +85,4 @@ class RadianceField(nn.Module):
 
     def memory_bytes(self) -> int:
         """Bytes held by parameters and buffers."""
-        return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
+        return tensor_bytes([*self.parameters(), *self.buffers()])
